@@ -1,0 +1,130 @@
+"""``OomolConnectClient``: configuration, the transport, and the resources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import TracebackType
+
+import httpx
+
+from ._metrics import MetricsSnapshot
+from ._transport import RetryPolicy, Transport
+from ._types import ClientOptions
+from .resources.blocks import Blocks
+from .resources.flows import Flows
+from .resources.packages import Packages
+from .resources.tasks import Tasks
+
+DEFAULT_BASE_URL = "http://localhost:3000/api"
+ENV_BASE_URL = "OOMOL_CONNECT_BASE_URL"
+ENV_TOKEN = "OOMOL_CONNECT_TOKEN"
+
+
+def _check_base_url(base_url: object) -> str:
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string, not {type(base_url).__name__}")
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"base_url {base_url!r} needs an http:// or https:// scheme and a host, "
+            f"e.g. {DEFAULT_BASE_URL!r}"
+        )
+    if url.query or url.fragment:
+        raise ValueError(f"base_url {base_url!r} must not carry a query or fragment")
+    return base_url
+
+
+def _check_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return httpx.Timeout(timeout)
+
+
+class OomolConnectClient:
+    """An async client for one Oomol Connect server; use it with ``async with``.
+
+    Arguments left out are read from ``OOMOL_CONNECT_BASE_URL`` and
+    ``OOMOL_CONNECT_TOKEN``. Pass ``http_client`` (never closed here) or
+    ``transport`` to bring your own proxies, TLS or test transport.
+    """
+
+    def __init__(
+        self,
+        options: ClientOptions | None = None,
+        *,
+        base_url: str | None = None,
+        api_token: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        timeout: float | httpx.Timeout | None = 30.0,
+        max_retries: int = 2,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 8.0,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if options is not None:
+            if not isinstance(options, Mapping):
+                raise TypeError("options must be a dict like the official client's")
+            base_url = base_url if base_url is not None else options.get("base_url")
+            api_token = api_token if api_token is not None else options.get("api_token")
+            default_headers = default_headers or options.get("default_headers")
+            timeout = options.get("timeout", timeout)
+        if http_client is not None and transport is not None:
+            raise ValueError("pass either http_client or transport, not both")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise TypeError(f"max_retries must be an int, not {max_retries!r}")
+        base_url = _check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
+        token = api_token if api_token is not None else os.environ.get(ENV_TOKEN)
+        if token is not None and not isinstance(token, str):
+            raise TypeError("api_token must be a string")
+        headers = dict(default_headers or {})
+        if any(key.lower() == "authorization" for key in headers):
+            raise ValueError("pass the token as api_token, not in default_headers")
+        self._transport = Transport(
+            base_url=base_url,
+            token=token or None,
+            headers=headers,
+            timeout=_check_timeout(timeout),
+            retry=RetryPolicy(max_retries, retry_delay, max_retry_delay),
+            http_client=http_client,
+            transport=transport,
+        )
+        self.tasks = Tasks(self._transport)
+        self.flows = Flows(self._transport)
+        self.blocks = Blocks(self._transport)
+        self.packages = Packages(self._transport)
+
+    @property
+    def base_url(self) -> str:
+        return self._transport.base_url
+
+    @property
+    def metrics(self) -> MetricsSnapshot:
+        """A snapshot of this client's running totals (requests, retries, bytes, stops)."""
+        return self._transport.metrics.snapshot()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a caller-supplied ``http_client`` is left open)."""
+        await self._transport.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> OomolConnectClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<OomolConnectClient base_url={self.base_url!r}>"

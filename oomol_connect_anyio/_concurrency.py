@@ -1,0 +1,70 @@
+"""Small anyio helpers shared by the waits and run_many."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import anyio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+T = TypeVar("T")
+logger = logging.getLogger("oomol_connect_anyio")
+
+STOP_DEADLINE = 3.0
+"""Seconds a shielded remote stop may take after a wait was abandoned."""
+
+
+async def call(callback: Callable[..., Any], *args: Any) -> None:
+    """Call a plain or coroutine function and await its result if it is awaitable."""
+    result = callback(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+@contextmanager
+def single_error() -> Iterator[None]:
+    """Re-raise a task group's lone exception bare instead of in an ``ExceptionGroup``."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            error = group.exceptions[0]
+            raise error from error.__cause__
+        raise
+
+
+@contextmanager
+def deadline(timeout: float | None, expired: Callable[[], BaseException]) -> Iterator[None]:
+    """One monotonic deadline around a block; raises ``expired()`` when it fires.
+
+    The deadline cancels whatever is in flight (a request, a sleep) at once; an
+    outer cancellation passes through untouched.
+    """
+    if timeout is None:
+        yield
+        return
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise expired()
+
+
+async def shielded(action: Callable[[], Awaitable[Any]], what: str) -> bool:
+    """Run cleanup that must happen even under cancellation, bounded by ``STOP_DEADLINE``.
+
+    Its failure is logged, never raised, so it cannot mask the original error.
+    """
+    with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
+        try:
+            await action()
+            return True
+        except Exception as exc:
+            logger.warning("%s failed: %s", what, exc)
+    return False

@@ -1,0 +1,163 @@
+"""The exception hierarchy. Nothing here ever holds the API token."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._types import InstallTask, Task
+
+
+class OomolConnectError(Exception):
+    """Base class of every error raised by this library."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ApiError(OomolConnectError):
+    """The server answered with an error status (or an unusable body)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        body: Any = None,
+        request_method: str = "",
+        url: str = "",
+    ) -> None:
+        where = f" ({request_method} {url})" if request_method else ""
+        super().__init__(f"HTTP {status}: {message}{where}")
+        self.status = status
+        self.detail = message
+        self.body = body
+        self.request_method = request_method
+        self.url = url
+
+
+class BadRequestError(ApiError):
+    """400 or 422: the server rejected the request's content."""
+
+
+class AuthenticationError(ApiError):
+    """401 or 403: the token is missing, wrong, or not allowed."""
+
+
+class NotFoundError(ApiError):
+    """404: no such route, task, package or install task."""
+
+
+class RateLimitError(ApiError):
+    """429: too many requests (after the retries were used up)."""
+
+
+class ServerError(ApiError):
+    """5xx: the server or a proxy in front of it failed."""
+
+
+class InvalidResponseError(ApiError):
+    """A success status whose body is not what the API promises."""
+
+
+class ConnectionError(OomolConnectError, builtins.ConnectionError):
+    """The request failed below HTTP: refused, reset, dropped, or timed out.
+
+    ``may_have_reached_server`` is true when a non-idempotent request (task
+    creation, package install) may have been processed before the failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_method: str = "",
+        url: str = "",
+        may_have_reached_server: bool = False,
+    ) -> None:
+        OomolConnectError.__init__(self, message)
+        self.request_method = request_method
+        self.url = url
+        self.may_have_reached_server = may_have_reached_server
+
+
+class RequestTimeoutError(ConnectionError):
+    """One HTTP request exceeded the client's per-request ``timeout``."""
+
+
+class TimeoutError(OomolConnectError, builtins.TimeoutError):
+    """A wait (``timeout_ms``) ran out before the task or install ended."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str,
+        task: Task | InstallTask | None = None,
+    ) -> None:
+        OomolConnectError.__init__(self, message)
+        self.task_id = task_id
+        self.task = task
+
+
+class TaskError(OomolConnectError):
+    """Base of the errors that report how a task ended."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str,
+        task: Task | None = None,
+        logs: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.task = task
+        self.logs = logs if logs is not None else []
+
+
+class TaskFailedError(TaskError):
+    """The task ended ``failed``; the message carries the error text of its logs."""
+
+
+class TaskStoppedError(TaskError):
+    """The task ended ``stopped``."""
+
+
+class InstallFailedError(OomolConnectError):
+    """A package install task ended ``failed``; ``error`` is the server's reason."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str,
+        task: InstallTask | None = None,
+        error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.task = task
+        self.error = error
+
+
+_STATUS_CLASSES: dict[int, type[ApiError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def error_class_for_status(status: int) -> type[ApiError]:
+    """The most specific ``ApiError`` subclass for an HTTP status."""
+    if status >= 500:
+        return ServerError
+    return _STATUS_CLASSES.get(status, ApiError)

@@ -1,0 +1,28 @@
+"""The one polling engine, shared by task waits and install waits."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from ._options import Polling
+
+T = TypeVar("T")
+
+
+async def poll_until(
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    polling: Polling,
+    report: Callable[[T], Awaitable[None]],
+) -> T:
+    """Fetch, report, and sleep on ``polling``'s schedule until ``done(state)``."""
+    for delay in polling.intervals():
+        state = await fetch()
+        await report(state)
+        if done(state):
+            return state
+        await anyio.sleep(delay)
+    raise AssertionError("unreachable: the schedule is endless")  # pragma: no cover

@@ -1,0 +1,40 @@
+"""Shape checks for success bodies: a surprise becomes ``InvalidResponseError``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import InvalidResponseError
+
+
+def _invalid(what: str, body: Any) -> InvalidResponseError:
+    return InvalidResponseError(200, f"unexpected response: {what}", body)
+
+
+def unwrap_object(body: Any, key: str) -> dict[str, Any]:
+    """``body[key]`` when wrapped (``{"task": {...}}``), else the bare object itself."""
+    if isinstance(body, dict):
+        inner = body.get(key)
+        if isinstance(inner, dict):
+            return inner
+        if "id" in body:
+            return body
+    raise _invalid(f"expected an object with {key!r} or an 'id'", body)
+
+
+def object_with_id(body: Any, key: str) -> dict[str, Any]:
+    """Like ``unwrap_object``, and the object must carry a string ``id``."""
+    obj = unwrap_object(body, key)
+    if not isinstance(obj.get("id"), str):
+        raise _invalid(f"the {key} has no string 'id'", body)
+    if not isinstance(obj.get("status"), str):
+        raise _invalid(f"the {key} has no string 'status'", body)
+    return obj
+
+
+def list_of_objects(body: Any, key: str) -> list[dict[str, Any]]:
+    """``body[key]`` (or a bare list) as a list of objects."""
+    items = body.get(key) if isinstance(body, dict) else body
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise _invalid(f"expected a list of objects under {key!r}", body)
+    return items

@@ -1,0 +1,271 @@
+"""The one layer that talks HTTP: URLs, auth, encoding, retries and error mapping."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from ._errors import (
+    ApiError,
+    ConnectionError,
+    InvalidResponseError,
+    RequestTimeoutError,
+    error_class_for_status,
+)
+from ._metrics import ClientMetrics, current_tally
+from ._version import __version__
+
+logger = logging.getLogger("oomol_connect_anyio")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How idempotent requests are retried: exponential backoff with full jitter."""
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, not {self.max_retries}")
+        if self.initial_delay < 0 or self.max_delay < 0:
+            raise ValueError("retry delays must be >= 0")
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        if retry_after is not None and 0 <= retry_after <= self.max_retry_after:
+            return retry_after
+        return random.uniform(0, min(self.max_delay, self.initial_delay * 2**attempt))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def encode_path_param(value: str) -> str:
+    """Percent-encode an id for one path segment (``/``, ``%`` and dot segments too)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an id must be a non-empty string, not {value!r}")
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+class _TokenAuth(httpx.Auth):
+    """Adds the raw token, and only to requests for the configured origin."""
+
+    def __init__(self, token: str, origin: tuple[str, str, int | None]) -> None:
+        self._token = token
+        self._origin = origin
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        url = request.url
+        if (url.scheme, url.host, url.port) == self._origin:
+            request.headers["Authorization"] = self._token
+        yield request
+
+    def __repr__(self) -> str:
+        return "<token redacted>"
+
+
+BodyFactory = Callable[[], AsyncIterator[bytes]]
+
+
+class Transport:
+    """Sends requests to one Connect server and returns decoded JSON bodies."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str | None,
+        headers: Mapping[str, str],
+        timeout: httpx.Timeout,
+        retry: RetryPolicy,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        url = httpx.URL(base_url)
+        self.base_url = base_url.rstrip("/")
+        # Without a token the caller's own http_client auth (if any) applies.
+        origin = (url.scheme, url.host, url.port)
+        self._auth: Any = _TokenAuth(token, origin) if token else httpx.USE_CLIENT_DEFAULT
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": f"oomol-connect-anyio/{__version__}",
+            **headers,
+        }
+        self._timeout = timeout
+        self.retry = retry
+        self.metrics = ClientMetrics()
+        self._owns_client = http_client is None
+        self._client = http_client or httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, unless the caller owns it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    def url(self, route: str, params: tuple[str, ...]) -> str:
+        return self.base_url + route.format(*map(encode_path_param, params))
+
+    async def request(
+        self,
+        method: str,
+        route: str,
+        *params: str,
+        json_body: Any = None,
+        multipart: Any = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """Send one request (with retries) and return its decoded JSON body.
+
+        ``route`` is a template such as ``"/v1/tasks/{}"``; ``params`` fill it,
+        percent-encoded. Non-idempotent requests are retried only when they
+        provably never reached the server.
+        """
+        url = self.url(route, params)
+        headers, content = self._encode(json_body, multipart)
+        label = f"{method} {route}"
+        attempt = 0
+        while True:
+            body = content() if callable(content) else content
+            try:
+                response = await self._client.request(
+                    method,
+                    url,
+                    content=body,
+                    headers=headers,
+                    auth=self._auth,
+                    timeout=self._timeout,
+                )
+            except httpx.TransportError as exc:
+                never_sent = isinstance(exc, _NEVER_SENT)
+                if attempt < self.retry.max_retries and (idempotent or never_sent):
+                    await self._before_retry(label, url, attempt, None, repr(exc))
+                    attempt += 1
+                    continue
+                may_have_reached = not idempotent and not never_sent
+                raise _connection_error(exc, method, url, may_have_reached) from exc
+            self._count(label, response)
+            status = response.status_code
+            if idempotent and status in RETRY_STATUSES and attempt < self.retry.max_retries:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                await self._before_retry(label, url, attempt, retry_after, f"HTTP {status}")
+                attempt += 1
+                continue
+            return _decode(response, method, url)
+
+    def _encode(self, json_body: Any, multipart: Any) -> tuple[dict[str, str], Any]:
+        if multipart is not None:
+            return {**self._headers, **multipart.headers}, multipart.stream
+        if json_body is None:
+            return self._headers, None
+        try:
+            content = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"request body is not JSON-serialisable: {exc}") from None
+        return {**self._headers, "Content-Type": "application/json"}, content
+
+    async def _before_retry(
+        self, label: str, url: str, attempt: int, retry_after: float | None, reason: str
+    ) -> None:
+        delay = self.retry.delay(attempt, retry_after)
+        self.metrics.retries += 1
+        tally = current_tally.get()
+        if tally is not None:
+            tally.retries += 1
+        logger.debug(
+            "retrying %s (%s) in %.3fs, retry %d of %d: %s",
+            label, url, delay, attempt + 1, self.retry.max_retries, reason,
+        )
+        await anyio.sleep(delay)
+
+    def _count(self, label: str, response: httpx.Response) -> None:
+        size = len(response.content)
+        metrics = self.metrics
+        metrics.requests[(label, f"{response.status_code // 100}xx")] += 1
+        metrics.bytes_received += size
+        tally = current_tally.get()
+        if tally is not None:
+            tally.requests += 1
+            tally.bytes_received += size
+
+
+def _connection_error(
+    exc: httpx.TransportError, method: str, url: str, may_have_reached: bool
+) -> ConnectionError:
+    kind = RequestTimeoutError if isinstance(exc, httpx.TimeoutException) else ConnectionError
+    reason = str(exc) or type(exc).__name__
+    message = f"{method} {url} failed: {reason}"
+    if may_have_reached:
+        message += (
+            "; the server may have processed the request before the connection was lost, "
+            "so it was not retried (look for it with client.tasks.list() or "
+            "client.packages.list_install_tasks() before trying again)"
+        )
+    return kind(message, request_method=method, url=url, may_have_reached_server=may_have_reached)
+
+
+def _decode(response: httpx.Response, method: str, url: str) -> Any:
+    status = response.status_code
+    raw = response.content
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+        if status < 400:
+            raise InvalidResponseError(
+                status, f"response body is not valid JSON: {body[:200]!r}", body, method, url
+            ) from None
+    if status >= 400:
+        message = _error_message(body) or response.reason_phrase or "error"
+        raise error_class_for_status(status)(status, message, body, method, url)
+    if isinstance(body, dict) and body.get("success") is False:
+        message = _error_message(body) or "the server reported failure"
+        raise ApiError(status, message, body, method, url)
+    return body
+
+
+def _error_message(body: Any) -> str:
+    """The error text of a body: ``message``, then ``error`` (string or object), then text."""
+    if isinstance(body, dict):
+        for key in ("message", "error"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return ""
+    if isinstance(body, str):
+        return body.strip()[:500]
+    return ""

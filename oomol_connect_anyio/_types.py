@@ -1,0 +1,187 @@
+"""TypedDicts for every shape of the Connect API, and the polling options."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypedDict
+
+TaskStatus = Literal["created", "pending", "running", "completed", "failed", "stopped"]
+InstallTaskStatus = Literal["pending", "running", "success", "failed"]
+
+
+class InputValue(TypedDict):
+    """One handle's value."""
+
+    handle: str
+    value: Any
+
+
+class NodeInputs(TypedDict):
+    """The inputs of one node; ``nodeId`` ``"_"`` is the block itself."""
+
+    nodeId: str
+    inputs: list[InputValue]
+
+
+TaskInputValues = Mapping[str, Any] | Sequence[InputValue] | Sequence[NodeInputs]
+"""Any of the three accepted forms; the wire always carries ``list[NodeInputs]``."""
+
+
+class CreateTaskRequest(TypedDict, total=False):
+    """What ``tasks.create`` takes: ``manifest`` (or ``blockId``) and the inputs."""
+
+    manifest: str
+    blockId: str
+    inputValues: TaskInputValues | None
+
+
+class Task(TypedDict, total=False):
+    id: str
+    status: TaskStatus
+    project_id: str
+    manifest_path: str
+    inputValues: list[NodeInputs]
+    created_at: int
+    updated_at: int
+
+
+class TaskLog(TypedDict, total=False):
+    id: int
+    project_name: str
+    session_id: str
+    node_id: str
+    manifest_path: str
+    type: str
+    event: dict[str, Any]
+    created_at: int
+
+
+class ListTasksResponse(TypedDict):
+    tasks: list[Task]
+
+
+class InputHandle(TypedDict, total=False):
+    handle: str
+    description: str
+    json_schema: dict[str, Any]
+    nullable: bool
+    value: Any
+
+
+class FlowNodeInputs(TypedDict):
+    nodeId: str
+    inputs: list[InputHandle]
+
+
+class Flow(TypedDict, total=False):
+    name: str
+    path: str
+    description: str
+    inputs: list[FlowNodeInputs]
+
+
+class ListFlowsResponse(TypedDict):
+    flows: list[Flow]
+
+
+class Block(TypedDict, total=False):
+    package: str
+    name: str
+    path: str
+    description: str
+    inputs: list[InputHandle]
+    blockId: str
+    version: str
+
+
+class ListBlocksResponse(TypedDict):
+    blocks: list[Block]
+
+
+class Package(TypedDict, total=False):
+    name: str
+    version: str
+    path: str
+    description: str
+
+
+class ListPackagesResponse(TypedDict):
+    packages: list[Package]
+
+
+class PackageDependency(TypedDict, total=False):
+    name: str
+    version: str
+    packagePath: str
+
+
+class InstallTask(TypedDict, total=False):
+    id: str
+    name: str
+    version: str
+    status: InstallTaskStatus
+    packagePath: str
+    dependencies: list[PackageDependency]
+    error: str
+    createdAt: int
+    updatedAt: int
+
+
+class ListInstallTasksResponse(TypedDict):
+    tasks: list[InstallTask]
+
+
+class WaitStats(TypedDict):
+    """What one wait cost (see the README, "Measuring polling overhead")."""
+
+    status_polls: int
+    log_fetches: int
+    retries: int
+    requests: int
+    bytes_received: int
+    time_to_running_ms: float | None
+    detection_latency_ms: float | None
+    wall_ms: float
+
+
+class _RunResultFields(TypedDict):
+    task_id: str
+    task: Task
+    logs: list[TaskLog]
+    result: Any
+
+
+class RunResult(_RunResultFields, total=False):
+    """What ``tasks.run`` returns; ``stats`` tells what the wait cost."""
+
+    stats: WaitStats
+
+
+class BackoffStrategy(str, enum.Enum):
+    """How the polling interval grows between polls."""
+
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+class PollingOptions(TypedDict, total=False):
+    """Options of every wait; the defaults are the official client's."""
+
+    interval_ms: float
+    timeout_ms: float | None
+    max_interval_ms: float
+    backoff_strategy: BackoffStrategy | Literal["fixed", "exponential"]
+    backoff_factor: float
+    on_progress: Callable[[Any], Awaitable[None] | None] | None
+    on_log: Callable[[TaskLog], Awaitable[None] | None] | None
+    stop_on_cancel: bool
+
+
+class ClientOptions(TypedDict, total=False):
+    """The official client's options dict, accepted for easy porting."""
+
+    base_url: str
+    api_token: str | None
+    default_headers: dict[str, str] | None
+    timeout: float | None

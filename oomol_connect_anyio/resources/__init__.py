@@ -1,0 +1,1 @@
+"""Thin resource classes over the transport, one per API area."""

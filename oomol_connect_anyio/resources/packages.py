@@ -1,0 +1,113 @@
+"""``client.packages``: installed packages and install tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from .._concurrency import call, deadline
+from .._errors import InstallFailedError, InvalidResponseError, TimeoutError
+from .._options import Polling, parse_polling
+from .._polling import poll_until
+from .._responses import list_of_objects, object_with_id
+from .._transport import Transport
+from .._types import (
+    InstallTask,
+    ListInstallTasksResponse,
+    ListPackagesResponse,
+    Package,
+    PollingOptions,
+)
+
+_TERMINAL = frozenset({"success", "failed"})
+
+
+class Packages:
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def list(self) -> ListPackagesResponse:
+        """``GET /packages``."""
+        body = await self._transport.request("GET", "/packages")
+        return {"packages": cast("list[Package]", list_of_objects(body, "packages"))}
+
+    async def install(self, name: str, version: str | None = None) -> InstallTask:
+        """``POST /packages/install``; fetches the install task once if only its id comes back."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"package name must be a non-empty string, not {name!r}")
+        if version is not None and (not isinstance(version, str) or not version.strip()):
+            raise ValueError(f"package version must be a non-empty string or None, not {version!r}")
+        payload = {"name": name} if version is None else {"name": name, "version": version}
+        body = await self._transport.request(
+            "POST", "/packages/install", json_body=payload, idempotent=False
+        )
+        if isinstance(body, dict) and isinstance(body.get("taskId"), str) and "task" not in body:
+            return await self.get_install_task(body["taskId"])
+        if isinstance(body, dict) and ("task" in body or "id" in body):
+            return cast(InstallTask, object_with_id(body, "task"))
+        raise InvalidResponseError(200, "unexpected response: no install task id", body)
+
+    async def list_install_tasks(self) -> ListInstallTasksResponse:
+        """``GET /packages/install``."""
+        body = await self._transport.request("GET", "/packages/install")
+        return {"tasks": cast("list[InstallTask]", list_of_objects(body, "tasks"))}
+
+    async def get_install_task(self, task_id: str) -> InstallTask:
+        """``GET /packages/install/{id}``."""
+        body = await self._transport.request("GET", "/packages/install/{}", task_id)
+        return cast(InstallTask, object_with_id(body, "task"))
+
+    async def wait_for_install_completion(
+        self, task_id: str, polling_options: PollingOptions | None = None
+    ) -> InstallTask:
+        """Poll an install task until ``success``; raise ``InstallFailedError`` on ``failed``."""
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
+        return await self._wait(task_id, polling)
+
+    async def install_and_wait(
+        self,
+        name: str,
+        version: str | None = None,
+        polling_options: PollingOptions | None = None,
+    ) -> InstallTask:
+        """``install`` then ``wait_for_install_completion``."""
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
+        task = await self.install(name, version)
+        if task.get("status") in _TERMINAL:
+            return _check(task)
+        return await self._wait(task["id"], polling)
+
+    async def _wait(self, task_id: str, polling: Polling) -> InstallTask:
+        last: list[InstallTask] = []
+
+        async def report(task: InstallTask) -> None:
+            last[:] = [task]
+            if polling.on_progress is not None:
+                await call(polling.on_progress, task)
+
+        def expired() -> TimeoutError:
+            status = last[0].get("status") if last else "unknown"
+            return TimeoutError(
+                f"install task {task_id} did not finish within {polling.timeout:g} s "
+                f"(last status: {status})",
+                task_id=task_id, task=last[0] if last else None,
+            )
+
+        with deadline(polling.timeout, expired):
+            task = await poll_until(
+                lambda: self.get_install_task(task_id),
+                lambda t: t.get("status") in _TERMINAL,
+                polling,
+                report,
+            )
+        return _check(task)
+
+
+def _check(task: InstallTask) -> InstallTask:
+    if task.get("status") == "failed":
+        error = task.get("error") or "no error text"
+        raise InstallFailedError(
+            f"install task {task.get('id')} for {task.get('name', '?')!r} failed: {error}",
+            task_id=str(task.get("id")), task=task, error=task.get("error"),
+        )
+    return task

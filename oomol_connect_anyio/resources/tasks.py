@@ -1,0 +1,175 @@
+"""``client.tasks``: create, inspect, stop and wait for tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .._concurrency import shielded, single_error
+from .._inputs import build_create_payload, normalize_input_values, validate_manifest
+from .._logs import extract_result
+from .._multipart import FileInput, MultipartBody, prepare_files
+from .._options import parse_polling
+from .._responses import list_of_objects, object_with_id
+from .._task_wait import TaskDict, TaskEvent, TaskWait
+from .._transport import Transport
+from .._types import (
+    CreateTaskRequest,
+    ListTasksResponse,
+    PollingOptions,
+    RunResult,
+    Task,
+    TaskInputValues,
+    TaskLog,
+)
+
+Logs = list[TaskLog]
+
+
+class Tasks:
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def list(self) -> ListTasksResponse:
+        """``GET /v1/tasks``."""
+        body = await self._transport.request("GET", "/v1/tasks")
+        return {"tasks": cast("list[Task]", list_of_objects(body, "tasks"))}
+
+    async def create(self, request: CreateTaskRequest) -> Task:
+        """``POST /v1/tasks`` with ``manifest`` (or ``blockId``) and ``inputValues``."""
+        payload = build_create_payload(request)
+        body = await self._transport.request(
+            "POST", "/v1/tasks", json_body=payload, idempotent=False
+        )
+        return cast(Task, object_with_id(body, "task"))
+
+    async def create_with_files(
+        self,
+        manifest: str,
+        input_values: TaskInputValues | None = None,
+        files: FileInput | Sequence[FileInput] | None = None,
+    ) -> Task:
+        """``POST /v1/tasks`` as multipart: ``manifest``, ``inputValues`` and ``files`` parts.
+
+        Files are checked before the request and streamed from a worker thread.
+        """
+        fields = {
+            "manifest": validate_manifest(manifest),
+            "inputValues": json.dumps(normalize_input_values(input_values)),
+        }
+        body = MultipartBody(fields, prepare_files(files))
+        answer = await self._transport.request(
+            "POST", "/v1/tasks", multipart=body, idempotent=False
+        )
+        return cast(Task, object_with_id(answer, "task"))
+
+    async def get(self, task_id: str) -> Task:
+        """``GET /v1/tasks/{id}`` (wrapped or bare answers)."""
+        body = await self._transport.request("GET", "/v1/tasks/{}", task_id)
+        return cast(Task, object_with_id(body, "task"))
+
+    async def stop(self, task_id: str) -> Task:
+        """``POST /v1/tasks/{id}/stop``."""
+        body = await self._transport.request("POST", "/v1/tasks/{}/stop", task_id)
+        self._transport.metrics.stops_sent += 1
+        return cast(Task, object_with_id(body, "task"))
+
+    async def get_logs(self, task_id: str) -> Logs:
+        """``GET /v1/tasks/{id}/logs``: the whole list, ascending ``id``."""
+        body = await self._transport.request("GET", "/v1/tasks/{}/logs", task_id)
+        return cast("list[TaskLog]", list_of_objects(body, "logs"))
+
+    async def wait_for_completion(
+        self, task_id: str, polling_options: PollingOptions | None = None
+    ) -> Task:
+        """Poll until the task ends; raise ``TaskFailedError``, ``TaskStoppedError`` or a timeout.
+
+        ``stop_on_cancel`` defaults to False here: the task is the caller's.
+        """
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
+        return cast(Task, await TaskWait(self, task_id, polling).wait())
+
+    async def create_and_wait(
+        self, request: CreateTaskRequest, polling_options: PollingOptions | None = None
+    ) -> Task:
+        """``create`` then ``wait_for_completion``; the task is stopped if abandoned."""
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
+        started = time.monotonic()
+        task = await self.create(request)
+        return cast(Task, await self._tracked(TaskWait(self, task["id"], polling, started=started)))
+
+    async def run(
+        self, request: CreateTaskRequest, polling_options: PollingOptions | None = None
+    ) -> RunResult:
+        """Create, wait, and return the task, its logs and its result (``RunResult``)."""
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
+        started = time.monotonic()
+        task = await self.create(request)
+        return await self._run(TaskWait(self, task["id"], polling, started=started))
+
+    async def run_with_files(
+        self,
+        manifest: str,
+        input_values: TaskInputValues | None = None,
+        files: FileInput | Sequence[FileInput] | None = None,
+        polling_options: PollingOptions | None = None,
+    ) -> RunResult:
+        """``create_with_files``, then as ``run``."""
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
+        started = time.monotonic()
+        task = await self.create_with_files(manifest, input_values, files)
+        return await self._run(TaskWait(self, task["id"], polling, started=started))
+
+    async def _tracked(self, waiter: TaskWait) -> TaskDict:
+        metrics = self._transport.metrics
+        metrics.in_flight_runs += 1
+        try:
+            return await waiter.wait()
+        finally:
+            metrics.in_flight_runs -= 1
+
+    async def _run(self, waiter: TaskWait) -> RunResult:
+        task = await self._tracked(waiter)
+        if not waiter.logs:
+            await waiter.drain_logs()
+        return {
+            "task_id": waiter.task_id,
+            "task": cast(Task, task),
+            "logs": waiter.logs,
+            "result": extract_result(waiter.logs),
+            "stats": waiter.stats(),
+        }
+
+    @asynccontextmanager
+    async def watch(
+        self, task_id: str, polling_options: PollingOptions | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[TaskEvent]]:
+        """Iterate a task's ``TaskProgress`` and ``TaskLogEvent`` items, in order.
+
+        Polling runs in a task group owned by this context: leaving the block
+        (or breaking out of the loop) stops it. The iteration ends after the
+        terminal status; a failed task is reported as an event, not raised.
+        """
+        polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
+        send, receive = anyio.create_memory_object_stream[TaskEvent]()
+        waiter = TaskWait(self, task_id, polling, emit=send.send)
+
+        async def produce() -> None:
+            async with send:
+                await waiter.wait(raise_on_failure=False)
+
+        with single_error():
+            async with anyio.create_task_group() as group, receive:
+                group.start_soon(produce)
+                yield receive
+                group.cancel_scope.cancel()
+
+    async def stop_quietly(self, task_id: str) -> bool:
+        """Stop a task from cleanup code: shielded, bounded, never raising."""
+        return await shielded(lambda: self.stop(task_id), f"stopping task {task_id}")
