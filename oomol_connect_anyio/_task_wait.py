@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -84,16 +84,21 @@ class TaskWait:
     def terminal(self) -> bool:
         return self.last_task is not None and self.last_task.get("status") in TERMINAL
 
-    async def wait(self, *, raise_on_failure: bool = True) -> TaskDict:
-        """Poll to a terminal status; stop the remote task if abandoned and asked to."""
+    async def wait(self, *, raise_on_failure: bool = True, collect_logs: bool = False) -> TaskDict:
+        """Poll to a terminal status; stop the remote task if abandoned and asked to.
+
+        The logs are drained at the end when followed, when ``collect_logs`` is
+        set, or when a failure must be explained.
+        """
         token = current_tally.set(self._tally)
         try:
             with deadline(self._polling.timeout, self._timeout_error):
                 task = await poll_until(self._fetch, _is_terminal, self._polling, self._report)
-                if self._follow_logs:
+                failed = raise_on_failure and task.get("status") != "completed"
+                if self._follow_logs or collect_logs or failed:
                     await self.drain_logs()
-            if raise_on_failure and task.get("status") != "completed":
-                await self._raise_for_status(task)
+            if failed:
+                self._raise_for_status(task)
         except BaseException:
             if self._polling.stop_on_cancel and not self.terminal:
                 await self._tasks.stop_quietly(self.task_id)
@@ -105,14 +110,16 @@ class TaskWait:
         return result
 
     async def drain_logs(self) -> None:
-        """Fetch logs until ``SessionFinished`` is seen or the grace period passes."""
+        """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes."""
+        if has_session_finished(self.logs):
+            return
+        await self._fetch_logs()
+        await self._deliver_logs()
         with anyio.move_on_after(self._polling.log_grace):
-            while True:
+            while not has_session_finished(self.logs):
+                await anyio.sleep(_DRAIN_INTERVAL)
                 await self._fetch_logs()
                 await self._deliver_logs()
-                if has_session_finished(self.logs):
-                    return
-                await anyio.sleep(_DRAIN_INTERVAL)
 
     async def _fetch(self) -> Task:
         if not self._follow_logs:
@@ -159,9 +166,7 @@ class TaskWait:
         if self._emit is not None:
             await self._emit(TaskProgress(task))
 
-    async def _raise_for_status(self, task: Task) -> None:
-        if not has_session_finished(self.logs):
-            await self.drain_logs()
+    def _raise_for_status(self, task: Task) -> NoReturn:
         reason = error_text(self.logs)
         manifest = task.get("manifest_path") or "?"
         if task.get("status") == "stopped":
