@@ -105,7 +105,10 @@ class TimeoutError(OomolConnectError, builtins.TimeoutError):
 
 
 class TaskError(OomolConnectError):
-    """Base of the errors that report how a task ended."""
+    """Base of the errors that report how a task ended.
+
+    ``reason`` is the error text found in the task's logs (``None`` if none).
+    """
 
     def __init__(
         self,
@@ -114,11 +117,13 @@ class TaskError(OomolConnectError):
         task_id: str,
         task: Task | None = None,
         logs: list[Any] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.task = task
         self.logs = logs if logs is not None else []
+        self.reason = reason
 
 
 class TaskFailedError(TaskError):

@@ -23,6 +23,8 @@ CHUNK_SIZE = 256 * 1024
 FileContent = bytes | str | os.PathLike[str] | IO[bytes]
 FileInput = FileContent | tuple[str, FileContent, str] | tuple[str, FileContent]
 """A path, a binary file object, ``bytes``, or ``(filename, content[, content_type])``."""
+Files = FileInput | list[FileInput]
+"""One file, or a list of them (a tuple is one ``(filename, content...)`` file)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class FilePart:
                 yield chunk
 
 
-def prepare_files(files: FileInput | Sequence[FileInput] | None) -> list[FilePart]:
+def prepare_files(files: Files | None) -> list[FilePart]:
     """Validate files before any request: a missing path raises ``FileNotFoundError``."""
     if files is None:
         return []

@@ -173,11 +173,11 @@ class TaskWait:
             raise TaskStoppedError(
                 f"task {self.task_id} ({manifest}) was stopped"
                 + (f": {reason}" if reason else ""),
-                task_id=self.task_id, task=task, logs=self.logs,
+                task_id=self.task_id, task=task, logs=self.logs, reason=reason,
             )
         raise TaskFailedError(
             f"task {self.task_id} ({manifest}) failed: {reason or 'no error text in its logs'}",
-            task_id=self.task_id, task=task, logs=self.logs,
+            task_id=self.task_id, task=task, logs=self.logs, reason=reason,
         )
 
     def _timeout_error(self) -> TimeoutError:

@@ -1,0 +1,79 @@
+"""Exit codes, and which error ends the program with which code."""
+
+from __future__ import annotations
+
+import enum
+import sys
+
+from .. import (
+    ApiError,
+    ConnectionError,
+    InstallFailedError,
+    TaskFailedError,
+    TaskStoppedError,
+    TimeoutError,
+)
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+
+class UsageError(Exception):
+    """Bad arguments or input, found before anything was sent."""
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    FAILED = 3
+    STOPPED = 4
+    TIMED_OUT = 5
+    API = 6
+    CONNECTION = 7
+    INTERRUPTED = 130
+    BROKEN_PIPE = 141
+
+
+EPILOG = """\
+exit codes:
+  0    success
+  1    unexpected outcome (a bug, or a demo that did not behave)
+  2    bad usage or input: arguments, -i values, files, JSON, base URL
+  3    the task failed (run-many: at least one job failed; install: it failed)
+  4    the task was stopped
+  5    timed out (--timeout); run and run-many stop the task on the server
+  6    the server answered with an error (HTTP 4xx/5xx, e.g. an unknown manifest)
+  7    the server could not be reached (refused, DNS, network timeout)
+  130  interrupted (Ctrl-C); tasks this command created were stopped first
+  141  stdout was closed early (e.g. piped into head)"""
+
+_CODES: tuple[tuple[type[Exception], Exit], ...] = (
+    (UsageError, Exit.USAGE),
+    (TaskFailedError, Exit.FAILED),
+    (InstallFailedError, Exit.FAILED),
+    (TaskStoppedError, Exit.STOPPED),
+    (TimeoutError, Exit.TIMED_OUT),
+    (ApiError, Exit.API),
+    (ConnectionError, Exit.CONNECTION),
+)
+
+
+def exit_code(error: BaseException) -> Exit | None:
+    """The exit code of an expected error; ``None`` for anything else (a bug)."""
+    return next((code for kind, code in _CODES if isinstance(error, kind)), None)
+
+
+def primary_error(error: BaseException) -> BaseException:
+    """The error that explains a (possibly grouped) failure.
+
+    Groups come from task groups (trio wraps even a lone Ctrl-C) and from a
+    fail-fast ``run_many``: a ``KeyboardInterrupt`` wins, then the first
+    error with an exit code.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves = [primary_error(inner) for inner in error.exceptions]
+    interrupt = [leaf for leaf in leaves if isinstance(leaf, KeyboardInterrupt)]
+    known = [leaf for leaf in leaves if exit_code(leaf) is not None]
+    return (interrupt or known or [error])[0]

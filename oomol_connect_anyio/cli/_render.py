@@ -1,0 +1,117 @@
+"""Output: JSON documents on stdout, rich tables, and one-line errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import TaskLog
+
+PROG = "oomol-connect"
+PIPED_WIDTH = 160
+
+
+def error_line(message: str, secret: str | None = None) -> None:
+    """Print ``oomol-connect: error: ...`` as a single line, the token redacted."""
+    text = " ".join(message.splitlines()) or "unknown error"
+    if secret:
+        text = text.replace(secret, "***")
+    print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+
+
+def dumps(value: Any, *, indent: int | None = 2) -> str:
+    """JSON text; values JSON cannot hold are shown as strings."""
+    separators = None if indent else (",", ":")
+    return json.dumps(value, indent=indent, separators=separators, ensure_ascii=False, default=str)
+
+
+def compact(value: Any, limit: int = 80) -> str:
+    """A one-line JSON rendering cut at ``limit`` characters (strings shown bare)."""
+    text = value if isinstance(value, str) else dumps(value, indent=None)
+    text = " ".join(text.splitlines())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def log_error(log: TaskLog) -> str | None:
+    """The error a log event reports (``BlockFinished``, ``SessionFinished``, ...), if any."""
+    event = log.get("event") or {}
+    error = event.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        error = error["message"]
+    return compact(error, 200) if error else None
+
+
+def timestamp(ms: object) -> str:
+    """Epoch milliseconds as local ``YYYY-MM-DD HH:MM:SS``; ``-`` when absent."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+class Output:
+    """Where each kind of output goes, given ``--json`` and whether stderr is a terminal."""
+
+    def __init__(self, json_mode: bool, secret: str | None) -> None:
+        self.json_mode = json_mode
+        self.secret = secret
+        self.stdout = Console(highlight=False)
+        if not self.stdout.is_terminal and "COLUMNS" not in os.environ:
+            self.stdout.width = PIPED_WIDTH  # a file or a pipe: wide rows rather than folded ones
+        self.stderr = Console(stderr=True, highlight=False)
+
+    @property
+    def interactive(self) -> bool:
+        """Live displays are drawn only for humans at a terminal."""
+        return not self.json_mode and self.stderr.is_terminal
+
+    def json(self, document: Any, *, stderr: bool = False) -> None:
+        print(dumps(document), file=sys.stderr if stderr else sys.stdout, flush=True)
+
+    def line(self, text: str) -> None:
+        """A plain line on stderr."""
+        print(text, file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        """A human-only line on stderr (nothing in ``--json`` mode)."""
+        if not self.json_mode:
+            self.line(text)
+
+    def error(self, message: str) -> None:
+        error_line(message, self.secret)
+
+    def table(self, table: Table, *, stderr: bool = False) -> None:
+        (self.stderr if stderr else self.stdout).print(table)
+
+    def show(
+        self,
+        document: Any,
+        title: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[str]],
+    ) -> None:
+        """``document`` as JSON with ``--json``, else a table of ``rows``."""
+        if self.json_mode:
+            self.json(document)
+        else:
+            self.table(make_table(title, columns, rows))
+
+
+def make_table(
+    title: str | None, columns: Sequence[str] | None, rows: Iterable[Sequence[str]]
+) -> Table:
+    """A rich table (``columns=None``: two, without a header); the first is never wrapped."""
+    table = Table(
+        title=title, title_justify="left", header_style="bold", show_header=columns is not None
+    )
+    for position, column in enumerate(columns or ("", "")):
+        table.add_column(column, no_wrap=position == 0, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
