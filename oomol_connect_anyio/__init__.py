@@ -21,6 +21,7 @@ from ._errors import (
 from ._inputs import normalize_input_values
 from ._logs import extract_result
 from ._metrics import MetricsSnapshot
+from ._sync import SyncOomolConnectClient
 from ._task_wait import TaskEvent, TaskLogEvent, TaskProgress, get_wait_stats
 from ._types import (
     BackoffStrategy,
@@ -77,6 +78,7 @@ __all__ = [
     "RequestTimeoutError",
     "RunResult",
     "ServerError",
+    "SyncOomolConnectClient",
     "Task",
     "TaskError",
     "TaskEvent",

@@ -1,0 +1,167 @@
+"""Every example runs as a script, each against its own embedded emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+JOBS = "\n".join(
+    [
+        '{"manifest": "demo::upper", "inputValues": {"text": "a"}}',
+        "not json",
+        "",
+        "[1, 2]",
+        '{"inputValues": {}}',
+        '{"manifest": "demo::echo", "inputValues": {"x": 1}}',
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    script: str
+    args: tuple[str, ...] = ()
+    stdin: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+CASES = {
+    "basic_usage": Case("basic_usage"),
+    "advanced_usage": Case("advanced_usage"),
+    "trio_usage": Case("trio_usage"),
+    "asyncio_usage": Case("asyncio_usage"),
+    "batch_runner": Case("batch_runner"),
+    "batch_runner_stdin": Case("batch_runner", ("-", "-c", "2", "-o", "{tmp}/out.jsonl"), JOBS),
+    "files_upload": Case("files_upload"),
+    "sync_usage": Case("sync_usage"),
+}
+
+
+def _run(case: Case, tmp: Path) -> Outcome:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OOMOL_CONNECT_")}
+    args = [arg.format(tmp=tmp) for arg in case.args]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{case.script}.py"), *args],
+        input=case.stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=60,
+    )
+    return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("examples")
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp: Path) -> dict[str, Outcome]:
+    """Run every case at once (each is a separate process with its own emulator)."""
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        futures = {name: pool.submit(_run, case, tmp) for name, case in CASES.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
+def ran(outcomes: dict[str, Outcome], name: str) -> str:
+    outcome = outcomes[name]
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.seconds < 15
+    assert "using an emulator at http://127.0.0.1:" in outcome.stderr
+    return outcome.stdout
+
+
+def test_every_example_is_covered() -> None:
+    scripts = {path.stem for path in EXAMPLES.glob("*.py") if not path.stem.startswith("_")}
+    assert scripts == {case.script for case in CASES.values()}
+
+
+def test_basic_usage(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "basic_usage")
+    assert re.search(r"^\d+ blocks: .*demo::upper", out, re.MULTILINE)
+    assert re.search(r"task \S+ completed: result \{'text': 'HELLO, OOMOL'\}", out)
+
+
+def test_advanced_usage(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "advanced_usage")
+    assert "progress 100%" in out
+    assert "log: step 3/3" in out
+    assert re.search(r"result \{'steps': 3\} after \d+ status polls", out)
+    assert re.search(r"TaskFailedError: task \S+ \(.*fail\) failed: disk full", out)
+    assert "its stderr: ['about to fail']" in out
+    assert re.search(r"TimeoutError: .* the task is now stopped on the server", out)
+    assert out.rstrip().endswith("status: completed")
+
+
+def test_trio_usage(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "trio_usage")
+    for word in ("alpha", "beta", "gamma"):
+        assert f"{word!r} -> {word.upper()!r}" in out
+    assert "gave up on the 30 s run after 0.3 s; its remote task is stopped" in out
+    assert "stop requests sent: 1" in out
+
+
+def test_asyncio_usage(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "asyncio_usage")
+    assert "gathered: READY STEADY GO" in out
+    assert re.search(r"cancelled the slow run; its remote task \S+ is stopped", out)
+
+
+def test_batch_runner_demo_jobs(outcomes: dict[str, Outcome]) -> None:
+    lines = [json.loads(line) for line in ran(outcomes, "batch_runner").splitlines()]
+    assert sorted(line["index"] for line in lines) == list(range(20))
+    failed = [line for line in lines if not line["ok"]]
+    assert [line["index"] for line in failed] == [6, 13]
+    assert "job 6 failed" in failed[0]["error"]
+    assert all(line["task_id"] and line["result"] for line in lines if line["ok"])
+    assert "20 jobs: 18 ok, 2 failed" in outcomes["batch_runner"].stderr
+
+
+def test_batch_runner_stdin_to_file(outcomes: dict[str, Outcome], tmp: Path) -> None:
+    assert ran(outcomes, "batch_runner_stdin") == ""
+    written = (tmp / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    by_index = {line["index"]: line for line in map(json.loads, written)}
+    assert sorted(by_index) == [0, 1, 3, 4, 5]  # line 2 is blank
+    assert by_index[0] == {**by_index[0], "ok": True, "result": {"text": "A"}}
+    assert by_index[5]["result"] == {"x": 1}
+    assert "invalid JSON" in by_index[1]["error"]
+    assert by_index[3]["error"] == "not a JSON object"
+    assert "manifest" in by_index[4]["error"]
+    assert "5 jobs: 2 ok, 3 failed" in outcomes["batch_runner_stdin"].stderr
+
+
+def test_files_upload(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "files_upload")
+    assert re.search(r"notes\.txt +3600 bytes  sha256 [0-9a-f]{16}\.\.\.  matches", out)
+    assert re.search(r"random\.bin +300000 bytes  sha256 [0-9a-f]{16}\.\.\.  matches", out)
+    assert "total 303600 bytes uploaded" in out
+
+
+def test_sync_usage(outcomes: dict[str, Outcome]) -> None:
+    out = ran(outcomes, "sync_usage")
+    assert "run: {'text': 'SYNC'}" in out
+    assert re.search(r"create \+ wait_for_completion: task \S+ completed", out)
+    assert "TaskFailedError:" in out
+    assert "from 4 threads: ['A', 'B', 'C', 'D']" in out
+    assert "run_many: ['JOB0', 'JOB1', 'JOB2', 'JOB3', 'JOB4']" in out
+    assert re.search(r"watch: \d+ events, last TaskProgress", out)
