@@ -21,6 +21,7 @@ from ._errors import (
 from ._inputs import normalize_input_values
 from ._logs import extract_result
 from ._metrics import MetricsSnapshot
+from ._run_many import BatchPollingOptions, Outcome
 from ._sync import SyncOomolConnectClient
 from ._task_wait import TaskEvent, TaskLogEvent, TaskProgress, get_wait_stats
 from ._types import (
@@ -53,6 +54,7 @@ __all__ = [
     "AuthenticationError",
     "BackoffStrategy",
     "BadRequestError",
+    "BatchPollingOptions",
     "Block",
     "ClientOptions",
     "ConnectionError",
@@ -72,6 +74,7 @@ __all__ = [
     "NotFoundError",
     "OomolConnectClient",
     "OomolConnectError",
+    "Outcome",
     "Package",
     "PollingOptions",
     "RateLimitError",

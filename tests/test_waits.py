@@ -395,3 +395,14 @@ async def test_no_task_outlives_a_completed_wait(client: OomolConnectClient) -> 
 if sys.version_info >= (3, 11):  # pragma: no cover - trivial alias check
     def test_timeout_error_is_catchable_as_builtin() -> None:
         assert issubclass(TimeoutError, builtins.TimeoutError)
+
+
+async def test_cancel_while_the_create_is_in_flight_stops_the_new_task(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    emulator.faults.add(FaultRule(route="POST /v1/tasks", hang=0.3))
+    with anyio.fail_after(GUARD), anyio.move_on_after(0.05) as scope:
+        await client.tasks.run({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}, FAST)
+    assert scope.cancelled_caught
+    assert emulator.stats()["tasks_created"] == 1
+    assert emulator.stats()["tasks_by_status"] == {"stopped": 1}

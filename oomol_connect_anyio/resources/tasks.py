@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._concurrency import shielded, single_error
+from .._concurrency import STOP_DEADLINE, shielded, single_error
 from .._inputs import build_create_payload, normalize_input_values, validate_manifest
 from .._logs import extract_result
-from .._multipart import FileInput, MultipartBody, prepare_files
+from .._multipart import Files, MultipartBody, prepare_files
 from .._options import parse_polling
 from .._responses import list_of_objects, object_with_id
+from .._run_many import (
+    AnyPollingOptions,
+    OnResult,
+    OutcomeList,
+    OutcomeStream,
+    Requests,
+    ResultList,
+    ResultStream,
+    RunMany,
+)
 from .._task_wait import TaskDict, TaskEvent, TaskWait
 from .._transport import Transport
 from .._types import (
@@ -53,7 +63,7 @@ class Tasks:
         self,
         manifest: str,
         input_values: TaskInputValues | None = None,
-        files: FileInput | Sequence[FileInput] | None = None,
+        files: Files | None = None,
     ) -> Task:
         """``POST /v1/tasks`` as multipart: ``manifest``, ``inputValues`` and ``files`` parts.
 
@@ -101,7 +111,7 @@ class Tasks:
         """``create`` then ``wait_for_completion``; the task is stopped if abandoned."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
         started = time.monotonic()
-        task = await self.create(request)
+        task = await self._create_owned(lambda: self.create(request))
         return cast(Task, await self._tracked(TaskWait(self, task["id"], polling, started=started)))
 
     async def run(
@@ -110,34 +120,63 @@ class Tasks:
         """Create, wait, and return the task, its logs and its result (``RunResult``)."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
         started = time.monotonic()
-        task = await self.create(request)
+        task = await self._create_owned(lambda: self.create(request))
         return await self._run(TaskWait(self, task["id"], polling, started=started))
 
     async def run_with_files(
         self,
         manifest: str,
         input_values: TaskInputValues | None = None,
-        files: FileInput | Sequence[FileInput] | None = None,
+        files: Files | None = None,
         polling_options: PollingOptions | None = None,
     ) -> RunResult:
         """``create_with_files``, then as ``run``."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
         started = time.monotonic()
-        task = await self.create_with_files(manifest, input_values, files)
+        task = await self._create_owned(
+            lambda: self.create_with_files(manifest, input_values, files)
+        )
         return await self._run(TaskWait(self, task["id"], polling, started=started))
 
-    async def _tracked(self, waiter: TaskWait) -> TaskDict:
+    async def _create_owned(self, create: Callable[[], Awaitable[Task]]) -> Task:
+        """Create a task this client will own, so that a cancellation cannot lose it.
+
+        The create request runs shielded; a cancellation arriving meanwhile
+        gives it ``STOP_DEADLINE`` more seconds, then the new task is stopped
+        and the cancellation goes on.
+        """
+        shield = anyio.CancelScope(shield=True)
+        created: list[Task] = []
+
+        async def bound_the_shield_once_cancelled() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                shield.deadline = anyio.current_time() + STOP_DEADLINE
+
+        try:
+            with single_error():
+                async with anyio.create_task_group() as group:
+                    group.start_soon(bound_the_shield_once_cancelled)
+                    with shield:
+                        created.append(await create())
+                    group.cancel_scope.cancel()
+        except BaseException:
+            if created:
+                await self.stop_quietly(created[0]["id"])
+            raise
+        return created[0]
+
+    async def _tracked(self, waiter: TaskWait, *, collect_logs: bool = False) -> TaskDict:
         metrics = self._transport.metrics
         metrics.in_flight_runs += 1
         try:
-            return await waiter.wait()
+            return await waiter.wait(collect_logs=collect_logs)
         finally:
             metrics.in_flight_runs -= 1
 
     async def _run(self, waiter: TaskWait) -> RunResult:
-        task = await self._tracked(waiter)
-        if not waiter.logs:
-            await waiter.drain_logs()
+        task = await self._tracked(waiter, collect_logs=True)
         return {
             "task_id": waiter.task_id,
             "task": cast(Task, task),
@@ -173,3 +212,129 @@ class Tasks:
     async def stop_quietly(self, task_id: str) -> bool:
         """Stop a task from cleanup code: shielded, bounded, never raising."""
         return await shielded(lambda: self.stop(task_id), f"stopping task {task_id}")
+
+    @overload
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: Literal[False] = False,
+        on_result: OnResult | None = None,
+        max_per_second: float | None = None,
+    ) -> ResultList: ...
+
+    @overload
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: bool,
+        on_result: OnResult | None = None,
+        max_per_second: float | None = None,
+    ) -> OutcomeList: ...
+
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: bool = False,
+        on_result: OnResult | None = None,
+        max_per_second: float | None = None,
+    ) -> OutcomeList | ResultList:
+        """``run`` every request, at most ``max_concurrency`` (default 8) at a time.
+
+        ``requests`` is any iterable or async iterable, pulled lazily; a list or
+        tuple is validated whole first. ``limiter`` (an ``anyio.CapacityLimiter``)
+        replaces ``max_concurrency`` and may be shared by several calls.
+        ``polling_options`` apply to every run; its ``on_progress``/``on_log`` are
+        called as ``callback(index, item)``. ``on_result(index, outcome)`` (plain
+        or async) is called, one at a time, as each run ends; an error it raises
+        stops the batch and propagates. ``max_per_second`` spaces task creations.
+
+        Returns the outcomes in input order. By default the first failure cancels
+        the other runs, stops their remote tasks, and is raised as an
+        ``ExceptionGroup`` of the real errors: catch it with
+        ``except* TaskFailedError`` (3.11+) or ``with exceptiongroup.catch({...})``
+        (3.10); each error carries a note naming its request. With
+        ``return_exceptions=True`` every request runs and a failed one's item is
+        its exception. A cancellation (or a timeout) around the call stops every
+        remote task it created (unless ``stop_on_cancel`` is set to False).
+        """
+        batch = RunMany(
+            self,
+            requests,
+            max_concurrency=max_concurrency,
+            limiter=limiter,
+            polling_options=polling_options,
+            return_exceptions=return_exceptions,
+            max_per_second=max_per_second,
+        )
+        return await batch.collect(on_result)
+
+    @overload
+    def run_many_iter(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: Literal[False] = False,
+        max_per_second: float | None = None,
+    ) -> ResultStream: ...
+
+    @overload
+    def run_many_iter(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: bool,
+        max_per_second: float | None = None,
+    ) -> OutcomeStream: ...
+
+    def run_many_iter(
+        self,
+        requests: Requests,
+        *,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        return_exceptions: bool = False,
+        max_per_second: float | None = None,
+    ) -> OutcomeStream | ResultStream:
+        """As ``run_many``, as a context manager yielding ``(index, outcome)`` as runs end::
+
+            async with client.tasks.run_many_iter(requests) as outcomes:
+                async for index, outcome in outcomes:
+                    ...
+
+        A context manager, not an async generator: the runs live in a task
+        group, which must be entered and left by the same task, and an async
+        generator's cleanup may run in another task, late, or never. Leaving
+        the block (``break``, an error, a cancellation) cancels the runs still
+        going and stops their remote tasks before it exits. Arguments are
+        checked here, before the block. A finished run's outcome waits to be
+        taken, holding a slot of the batch (not the limiter's token), so a slow
+        consumer slows the batch.
+        """
+        return RunMany(
+            self,
+            requests,
+            max_concurrency=max_concurrency,
+            limiter=limiter,
+            polling_options=polling_options,
+            return_exceptions=return_exceptions,
+            max_per_second=max_per_second,
+        ).open()

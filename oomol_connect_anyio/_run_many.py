@@ -1,0 +1,301 @@
+"""``tasks.run_many``: many runs, bounded, in one task group, stopped together on failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._concurrency import call, single_error
+from ._inputs import build_create_payload
+from ._options import parse_polling
+from ._task_wait import TaskWait
+from ._types import BackoffStrategy, CreateTaskRequest, PollingOptions, RunResult, Task, TaskLog
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+if TYPE_CHECKING:
+    from .resources.tasks import Tasks
+
+
+class BatchPollingOptions(TypedDict, total=False):
+    """``PollingOptions`` for ``run_many``: the callbacks also receive the request's index."""
+
+    interval_ms: float
+    timeout_ms: float | None
+    max_interval_ms: float
+    backoff_strategy: BackoffStrategy | Literal["fixed", "exponential"]
+    backoff_factor: float
+    on_progress: Callable[[int, Task], Awaitable[None] | None] | None
+    on_log: Callable[[int, TaskLog], Awaitable[None] | None] | None
+    stop_on_cancel: bool
+
+
+AnyPollingOptions = BatchPollingOptions | PollingOptions
+"""What ``run_many`` accepts; either way its callbacks are called with the index first."""
+Outcome = RunResult | Exception
+"""A run's result, or (with ``return_exceptions=True``) the exception it ended with."""
+Requests = Iterable[CreateTaskRequest] | AsyncIterable[CreateTaskRequest]
+OnResult = Callable[[int, Any], Any]
+Outcomes = MemoryObjectReceiveStream[tuple[int, Outcome]]
+Sender = MemoryObjectSendStream[tuple[int, Outcome]]
+# The return types of Tasks.run_many(_iter), named here: the name `list` is shadowed in Tasks.
+ResultList = list[RunResult]
+OutcomeList = list[Outcome]
+ResultStream = AbstractAsyncContextManager[MemoryObjectReceiveStream[tuple[int, RunResult]]]
+OutcomeStream = AbstractAsyncContextManager[Outcomes]
+
+DEFAULT_CONCURRENCY = 8
+_END = object()
+
+
+class RunMany:
+    """One batch: a feeder pulls requests lazily and starts one run per free slot.
+
+    Two bounds, both taken per request by the feeder before the run starts:
+    ``slots`` (this batch's own, sized like the limiter) covers a request from
+    the moment it is pulled until its outcome is handed over, so at most that
+    many requests, runs and undelivered outcomes exist at once; ``limiter``
+    (possibly shared) covers only creation through completion, so a batch
+    whose consumer is slow never holds a shared token it cannot use.
+    """
+
+    def __init__(
+        self,
+        tasks: Tasks,
+        requests: Requests,
+        *,
+        max_concurrency: int | None,
+        limiter: anyio.CapacityLimiter | None,
+        polling_options: AnyPollingOptions | None,
+        return_exceptions: bool,
+        max_per_second: float | None,
+    ) -> None:
+        self._tasks = tasks
+        self._source = _open_source(requests)
+        self._limiter_arg = _check_limits(max_concurrency, limiter)
+        self._polling = parse_polling(
+            cast("Mapping[str, Any]", polling_options), stop_on_cancel=True
+        )
+        if not isinstance(return_exceptions, bool):
+            raise TypeError(f"return_exceptions must be a bool, not {return_exceptions!r}")
+        self._return_exceptions = return_exceptions
+        self._interval = None if max_per_second is None else 1 / _check_rate(max_per_second)
+        self._next_slot = -math.inf
+        self._errors: list[Exception] = []
+        self._group: TaskGroup | None = None
+        self._limiter: anyio.CapacityLimiter  # both made in open(), inside the event loop
+        self._slots: anyio.CapacityLimiter
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[Outcomes]:
+        """Run the batch while the block is open; yield the ``(index, outcome)`` stream.
+
+        Leaving the block early (``break``, an error, a cancellation) cancels
+        the runs still going; each one stops its remote task before the block exits.
+        """
+        limit = self._limiter_arg
+        self._limiter = anyio.CapacityLimiter(limit) if isinstance(limit, int) else limit
+        self._slots = anyio.CapacityLimiter(self._limiter.total_tokens)
+        send, receive = anyio.create_memory_object_stream[tuple[int, Outcome]]()
+        with single_error():
+            async with anyio.create_task_group() as group:
+                self._group = group
+                group.start_soon(self._feed, group, send)
+                try:
+                    yield receive
+                finally:
+                    self._abort()
+                    receive.close()
+        if self._errors:
+            count = len(self._errors)
+            raise ExceptionGroup(
+                f"run_many stopped on {count} error{'s' if count > 1 else ''}", self._errors
+            )
+
+    async def collect(self, on_result: OnResult | None) -> list[Outcome]:
+        """Run the batch and return the outcomes in input order."""
+        outcomes: dict[int, Outcome] = {}
+        async with self.open() as stream:
+            async for index, outcome in stream:
+                outcomes[index] = outcome
+                if on_result is not None:
+                    await call(on_result, index, outcome)
+        return [outcomes[index] for index in range(len(outcomes))]
+
+    async def _feed(self, group: TaskGroup, send: Sender) -> None:
+        """Pull a request only once a slot is free, then start its run once the limiter allows."""
+        async with send:
+            try:
+                index = 0
+                while True:
+                    token = object()  # one borrower per run, as one task holds many
+                    await self._slots.acquire_on_behalf_of(token)
+                    request = await self._source()
+                    if request is _END:
+                        return
+                    try:
+                        build_create_payload(request)
+                    except (TypeError, ValueError) as exc:  # a bad item is that item's outcome
+                        await self._finish(index, type(exc)(f"request {index}: {exc}"), token, send)
+                    else:
+                        await self._limiter.acquire_on_behalf_of(token)
+                        try:
+                            await self._pace()
+                        except BaseException:
+                            self._limiter.release_on_behalf_of(token)
+                            raise
+                        group.start_soon(self._run, index, request, token, send.clone())
+                    index += 1
+            except Exception as exc:  # the input itself failed: nothing more can run
+                self._fail(exc)
+
+    async def _run(
+        self, index: int, request: CreateTaskRequest, token: object, send: Sender
+    ) -> None:
+        async with send:
+            try:
+                outcome: Outcome = await self._run_one(index, request)
+            except Exception as exc:
+                outcome = exc
+            finally:
+                self._limiter.release_on_behalf_of(token)
+            await self._finish(index, outcome, token, send)
+
+    async def _run_one(self, index: int, request: CreateTaskRequest) -> RunResult:
+        started = time.monotonic()
+        task = await self._tasks._create_owned(lambda: self._tasks.create(request))
+        polling = dataclasses.replace(
+            self._polling,
+            on_progress=_with_index(self._polling.on_progress, index),
+            on_log=_with_index(self._polling.on_log, index),
+        )
+        return await self._tasks._run(TaskWait(self._tasks, task["id"], polling, started=started))
+
+    async def _finish(self, index: int, outcome: Outcome, token: object, send: Sender) -> None:
+        """Hand an outcome over (or fail fast), then free the request's slot."""
+        if isinstance(outcome, Exception) and not self._return_exceptions:
+            _add_note(outcome, f"(request {index} of run_many)")
+            self._fail(outcome)
+            return
+        try:
+            await send.send((index, outcome))
+        except anyio.BrokenResourceError:  # the consumer closed the stream: abandon
+            self._abort()
+            return
+        self._slots.release_on_behalf_of(token)
+
+    async def _pace(self) -> None:
+        if self._interval is None:
+            return
+        now = anyio.current_time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        await anyio.sleep(slot - now)
+
+    def _fail(self, error: Exception) -> None:
+        self._errors.append(error)
+        self._abort()
+
+    def _abort(self) -> None:
+        """Cancel every run (each stops its remote task; see ``Tasks._create_owned``)."""
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+
+
+def _add_note(error: Exception, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # shown by the exceptiongroup backport's traceback formatting
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
+
+
+def _with_index(callback: Callable[[Any], Any] | None, index: int) -> Callable[[Any], Any] | None:
+    if callback is None:
+        return None
+
+    async def with_index(item: Any) -> None:
+        await call(callback, index, item)
+
+    return with_index
+
+
+def _check_limits(
+    max_concurrency: int | None, limiter: anyio.CapacityLimiter | None
+) -> int | anyio.CapacityLimiter:
+    if limiter is not None:
+        if max_concurrency is not None:
+            raise ValueError("pass either max_concurrency or limiter, not both")
+        if not isinstance(limiter, anyio.CapacityLimiter):
+            raise TypeError(f"limiter must be an anyio.CapacityLimiter, not {limiter!r}")
+        return limiter
+    if max_concurrency is None:
+        return DEFAULT_CONCURRENCY
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+        raise TypeError(f"max_concurrency must be an int, not {max_concurrency!r}")
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
+    return max_concurrency
+
+
+def _check_rate(rate: object) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"max_per_second must be a number, not {rate!r}")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"max_per_second must be a finite number > 0, not {rate!r}")
+    return float(rate)
+
+
+def _open_source(requests: object) -> Callable[[], Any]:
+    """A function returning the next request (awaitable) or ``_END``.
+
+    A sequence is validated whole before anything starts; any other input is
+    pulled lazily and each bad item becomes that item's error.
+    """
+    if isinstance(requests, (str, bytes, Mapping)):
+        raise TypeError(
+            "requests must be an iterable of requests (dicts), "
+            f"not a single {type(requests).__name__}"
+        )
+    if isinstance(requests, AsyncIterable):
+        iterator = aiter(requests)
+
+        async def next_async() -> object:
+            try:
+                return await anext(iterator)
+            except StopAsyncIteration:
+                return _END
+
+        return next_async
+    if not isinstance(requests, Iterable):
+        raise TypeError(f"requests must be an iterable, not {type(requests).__name__}")
+    if isinstance(requests, Sequence):
+        for index, request in enumerate(requests):
+            try:
+                build_create_payload(request)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"requests[{index}]: {exc}") from None
+    items = iter(requests)
+
+    async def next_sync() -> object:
+        return next(items, _END)
+
+    return next_sync
