@@ -20,7 +20,7 @@ from ._errors import (
 )
 from ._inputs import normalize_input_values
 from ._logs import extract_result
-from ._metrics import MetricsSnapshot
+from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
 from ._run_many import BatchPollingOptions, Outcome
 from ._sync import SyncOomolConnectClient
 from ._task_wait import TaskEvent, TaskLogEvent, TaskProgress, get_wait_stats
@@ -78,7 +78,9 @@ __all__ = [
     "Package",
     "PollingOptions",
     "RateLimitError",
+    "RequestEvent",
     "RequestTimeoutError",
+    "ResponseEvent",
     "RunResult",
     "ServerError",
     "SyncOomolConnectClient",

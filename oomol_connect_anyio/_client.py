@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 import httpx
 
-from ._metrics import MetricsSnapshot
+from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
 from ._transport import RetryPolicy, Transport
 from ._types import ClientOptions
 from .resources.blocks import Blocks
@@ -33,8 +34,18 @@ def _check_base_url(base_url: object) -> str:
             f"base_url {base_url!r} needs an http:// or https:// scheme and a host, "
             f"e.g. {DEFAULT_BASE_URL!r}"
         )
-    if url.query or url.fragment:
+    # httpx percent-escapes a host it cannot use ("exa mple" -> "exa%20mple").
+    if "%" in url.host or any(char.isspace() for char in base_url):
+        raise ValueError(f"base_url {base_url!r} has an invalid host or whitespace")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(f"base_url {base_url!r} has an invalid port")
+    if url.query or url.fragment or "?" in base_url or "#" in base_url:
         raise ValueError(f"base_url {base_url!r} must not carry a query or fragment")
+    if url.userinfo:
+        raise ValueError(
+            "base_url must not carry credentials (user:password@); "
+            "pass the token as api_token"
+        )
     return base_url
 
 
@@ -46,12 +57,20 @@ def _check_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(timeout)
 
 
+def _check_hook(hook: Callable[[Any], Any] | None, name: str) -> Callable[[Any], Any] | None:
+    if hook is not None and not callable(hook):
+        raise TypeError(f"{name} must be callable, not {type(hook).__name__}")
+    return hook
+
+
 class OomolConnectClient:
     """An async client for one Oomol Connect server; use it with ``async with``.
 
     Arguments left out are read from ``OOMOL_CONNECT_BASE_URL`` and
     ``OOMOL_CONNECT_TOKEN``. Pass ``http_client`` (never closed here) or
     ``transport`` to bring your own proxies, TLS or test transport.
+    ``on_request``/``on_response`` (plain or async) see every HTTP attempt,
+    never its headers: a place for tracing and metrics.
     """
 
     def __init__(
@@ -67,6 +86,8 @@ class OomolConnectClient:
         max_retry_delay: float = 8.0,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_request: Callable[[RequestEvent], Any] | None = None,
+        on_response: Callable[[ResponseEvent], Any] | None = None,
     ) -> None:
         if options is not None:
             if not isinstance(options, Mapping):
@@ -94,6 +115,8 @@ class OomolConnectClient:
             retry=RetryPolicy(max_retries, retry_delay, max_retry_delay),
             http_client=http_client,
             transport=transport,
+            on_request=_check_hook(on_request, "on_request"),
+            on_response=_check_hook(on_response, "on_response"),
         )
         self.tasks = Tasks(self._transport)
         self.flows = Flows(self._transport)

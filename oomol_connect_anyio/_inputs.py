@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,7 +52,7 @@ def _inputs_from_mapping(values: Mapping[Any, Any]) -> list[InputValue]:
     for handle, value in values.items():
         if not isinstance(handle, str) or not handle:
             raise ValueError(f"inputValues key {handle!r} is not a non-empty handle name")
-        inputs.append({"handle": handle, "value": value})
+        inputs.append({"handle": handle, "value": _json_value(value, f"inputValues[{handle!r}]")})
     return inputs
 
 
@@ -61,7 +62,7 @@ def _node_inputs(item: Mapping[str, Any], index: int) -> NodeInputs:
         raise ValueError(f"inputValues[{index}].nodeId must be a non-empty string")
     extra = set(item) - {"nodeId", "inputs"}
     if extra:
-        raise ValueError(f"inputValues[{index}] has unknown keys {sorted(extra)}")
+        raise ValueError(f"inputValues[{index}] has unknown keys {sorted(map(repr, extra))}")
     inputs = item.get("inputs", [])
     if not isinstance(inputs, (list, tuple)):
         raise TypeError(f"inputValues[{index}].inputs must be a list")
@@ -78,9 +79,21 @@ def _input_list(items: Any, where: str) -> list[InputValue]:
             raise ValueError(f"{where}[{index}] has no 'handle' (a non-empty string)")
         extra = set(item) - {"handle", "value"}
         if extra:
-            raise ValueError(f"{where}[{index}] has unknown keys {sorted(extra)}")
-        result.append({"handle": handle, "value": item.get("value")})
+            raise ValueError(f"{where}[{index}] has unknown keys {sorted(map(repr, extra))}")
+        value = _json_value(item.get("value"), f"{where}[{index}] (handle {handle!r})")
+        result.append({"handle": handle, "value": value})
     return result
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """``value`` itself, once it is known to encode as strict JSON (no NaN, no cycles)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"{where}: the value is not JSON-serialisable: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{where}: the value is not valid JSON: {exc}") from None
+    return value
 
 
 def validate_manifest(manifest: object) -> str:

@@ -50,6 +50,30 @@ class RequestTally:
     bytes_received: int = 0
 
 
+@dataclass(frozen=True)
+class RequestEvent:
+    """What ``on_request`` sees before each attempt (never a header, so never the token)."""
+
+    method: str
+    route: str
+    url: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ResponseEvent:
+    """What ``on_response`` sees after each attempt: a status, or the error's type name."""
+
+    method: str
+    route: str
+    url: str
+    attempt: int
+    status: int | None
+    error: str | None
+    elapsed: float
+    bytes: int
+
+
 current_tally: contextvars.ContextVar[RequestTally | None] = contextvars.ContextVar(
     "oomol_connect_anyio_tally", default=None
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from ._concurrency import call
 from ._errors import (
     ApiError,
     ConnectionError,
@@ -22,7 +24,7 @@ from ._errors import (
     RequestTimeoutError,
     error_class_for_status,
 )
-from ._metrics import ClientMetrics, current_tally
+from ._metrics import ClientMetrics, RequestEvent, ResponseEvent, current_tally
 from ._version import __version__
 
 logger = logging.getLogger("oomol_connect_anyio")
@@ -58,9 +60,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan", "inf" and negative numbers are not delta-seconds: ignore them.
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -109,17 +114,22 @@ class Transport:
         retry: RetryPolicy,
         http_client: httpx.AsyncClient | None,
         transport: httpx.AsyncBaseTransport | None,
+        on_request: Callable[[RequestEvent], Any] | None = None,
+        on_response: Callable[[ResponseEvent], Any] | None = None,
     ) -> None:
         url = httpx.URL(base_url)
+        self._on_request = on_request
+        self._on_response = on_response
         self.base_url = base_url.rstrip("/")
         # Without a token the caller's own http_client auth (if any) applies.
         origin = (url.scheme, url.host, url.port)
         self._auth: Any = _TokenAuth(token, origin) if token else httpx.USE_CLIENT_DEFAULT
-        self._headers = {
-            "Accept": "application/json",
-            "User-Agent": f"oomol-connect-anyio/{__version__}",
-            **headers,
-        }
+        # httpx.Headers merges case-insensitively: a caller's "content-type" default
+        # must be replaced by the request's own, not sent as a second header.
+        self._headers = httpx.Headers(
+            {"Accept": "application/json", "User-Agent": f"oomol-connect-anyio/{__version__}"}
+        )
+        self._headers.update(headers)
         self._timeout = timeout
         self.retry = retry
         self.metrics = ClientMetrics()
@@ -136,7 +146,8 @@ class Transport:
             await self._client.aclose()
 
     def url(self, route: str, params: tuple[str, ...]) -> str:
-        return self.base_url + route.format(*map(encode_path_param, params))
+        path = route.format(id=encode_path_param(params[0])) if params else route
+        return self.base_url + path
 
     async def request(
         self,
@@ -149,8 +160,8 @@ class Transport:
     ) -> Any:
         """Send one request (with retries) and return its decoded JSON body.
 
-        ``route`` is a template such as ``"/v1/tasks/{}"``; ``params`` fill it,
-        percent-encoded. Non-idempotent requests are retried only when they
+        ``route`` is a template such as ``"/v1/tasks/{id}"``; the id in
+        ``params`` fills it, percent-encoded. Non-idempotent requests are retried only when they
         provably never reached the server.
         """
         url = self.url(route, params)
@@ -159,6 +170,9 @@ class Transport:
         attempt = 0
         while True:
             body = content() if callable(content) else content
+            if self._on_request is not None:
+                await call(self._on_request, RequestEvent(method, label, url, attempt))
+            started = time.monotonic()
             try:
                 response = await self._client.request(
                     method,
@@ -168,15 +182,20 @@ class Transport:
                     auth=self._auth,
                     timeout=self._timeout,
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
+                await self._responded(label, url, attempt, started, None, exc)
+                # TransportError is worth a retry; TooManyRedirects and DecodingError
+                # (also RequestErrors) are not, but must not escape as httpx errors.
+                transient = isinstance(exc, httpx.TransportError)
                 never_sent = isinstance(exc, _NEVER_SENT)
-                if attempt < self.retry.max_retries and (idempotent or never_sent):
+                if transient and attempt < self.retry.max_retries and (idempotent or never_sent):
                     await self._before_retry(label, url, attempt, None, repr(exc))
                     attempt += 1
                     continue
                 may_have_reached = not idempotent and not never_sent
                 raise _connection_error(exc, method, url, may_have_reached) from exc
             self._count(label, response)
+            await self._responded(label, url, attempt, started, response, None)
             status = response.status_code
             if idempotent and status in RETRY_STATUSES and attempt < self.retry.max_retries:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -185,16 +204,43 @@ class Transport:
                 continue
             return _decode(response, method, url)
 
-    def _encode(self, json_body: Any, multipart: Any) -> tuple[dict[str, str], Any]:
+    def _encode(self, json_body: Any, multipart: Any) -> tuple[httpx.Headers, Any]:
+        headers = self._headers.copy()
         if multipart is not None:
-            return {**self._headers, **multipart.headers}, multipart.stream
+            headers.update(multipart.headers)
+            return headers, multipart.stream
         if json_body is None:
-            return self._headers, None
+            return headers, None
         try:
             content = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise TypeError(f"request body is not JSON-serialisable: {exc}") from None
-        return {**self._headers, "Content-Type": "application/json"}, content
+        headers["Content-Type"] = "application/json"
+        return headers, content
+
+    async def _responded(
+        self,
+        label: str,
+        url: str,
+        attempt: int,
+        started: float,
+        response: httpx.Response | None,
+        error: Exception | None,
+    ) -> None:
+        if self._on_response is None:
+            return
+        method = label.partition(" ")[0]
+        event = ResponseEvent(
+            method,
+            label,
+            url,
+            attempt,
+            status=None if response is None else response.status_code,
+            error=None if error is None else type(error).__name__,
+            elapsed=time.monotonic() - started,
+            bytes=0 if response is None else len(response.content),
+        )
+        await call(self._on_response, event)
 
     async def _before_retry(
         self, label: str, url: str, attempt: int, retry_after: float | None, reason: str
@@ -222,16 +268,16 @@ class Transport:
 
 
 def _connection_error(
-    exc: httpx.TransportError, method: str, url: str, may_have_reached: bool
+    exc: httpx.RequestError, method: str, url: str, may_have_reached: bool
 ) -> ConnectionError:
     kind = RequestTimeoutError if isinstance(exc, httpx.TimeoutException) else ConnectionError
     reason = str(exc) or type(exc).__name__
     message = f"{method} {url} failed: {reason}"
     if may_have_reached:
         message += (
-            "; the server may have processed the request before the connection was lost, "
-            "so it was not retried (look for it with client.tasks.list() or "
-            "client.packages.list_install_tasks() before trying again)"
+            "; the request may have reached the server before the connection was lost, so "
+            "the task may already exist and the request was not retried (look for it with "
+            "client.tasks.list() or client.packages.list_install_tasks() before trying again)"
         )
     return kind(message, request_method=method, url=url, may_have_reached_server=may_have_reached)
 
@@ -241,7 +287,7 @@ def _decode(response: httpx.Response, method: str, url: str) -> Any:
     raw = response.content
     try:
         body = json.loads(raw) if raw.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         body = raw.decode("utf-8", "replace")
         if status < 400:
             raise InvalidResponseError(

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from oomol_connect_anyio import (
@@ -85,7 +86,8 @@ async def test_failure_raises_task_failed_with_log_error_text(
         )
     error = info.value
     assert "disk on fire" in str(error)
-    assert error.task is not None and error.task["status"] == "failed"
+    assert error.task is not None
+    assert error.task["status"] == "failed"
     assert error.task_id == error.task["id"]
     assert any(log["type"] == "SessionFinished" for log in error.logs)
 
@@ -119,7 +121,8 @@ async def test_timeout_raises_and_stops_the_remote_task(
     error = info.value
     assert isinstance(error, builtins.TimeoutError)
     assert isinstance(error, OomolConnectError)
-    assert error.task is not None and error.task["status"] == "running"
+    assert error.task is not None
+    assert error.task["status"] == "running"
     assert emulator.task_status(error.task_id) == "stopped"
     assert client.metrics["stops_sent"] == 1
 
@@ -203,8 +206,9 @@ async def test_trio_nursery_cancel_stops_the_remote_task(
             {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
             {**FAST, "on_progress": lambda task: ids.append(task["id"])},
         )
-        while not ids:
-            await trio.sleep(0.01)
+        with trio.fail_after(GUARD):
+            while not ids:  # noqa: ASYNC110 - polling a plain list filled by a callback
+                await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert emulator.task_status(ids[0]) == "stopped"
 
@@ -235,7 +239,7 @@ async def test_async_and_sync_log_callbacks_get_each_log_once_in_order(
     progress: list[str] = []
 
     async def on_log(log: Any) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         async_logs.append(log["id"])
 
     result = await client.tasks.run(
@@ -259,26 +263,30 @@ async def test_logs_trailing_the_terminal_status_are_delivered_exactly_once(
     from oomol_connect_anyio.emulator import serve_emulator
 
     emulator = Emulator(log_trail=trail)
-    async with serve_emulator(emulator, host="127.0.0.1", port=0) as url:
-        async with OomolConnectClient(base_url=url) as client:
-            seen: list[Any] = []
-            result = await client.tasks.run(
-                {"manifest": "demo::echo", "inputValues": {"x": 1}},
-                {**FAST, "on_log": seen.append},
-            )
-            assert [log["id"] for log in seen] == [log["id"] for log in result["logs"]]
-            assert seen[-1]["type"] == "SessionFinished"
-            assert result["result"] == {"x": 1}
-            stats = result["stats"]
-            # The wait's own log fetches are reused: no extra download at the end.
-            assert logs_requests(emulator) == stats["log_fetches"]
+    async with (
+        serve_emulator(emulator, host="127.0.0.1", port=0) as url,
+        OomolConnectClient(base_url=url) as client,
+    ):
+        seen: list[Any] = []
+        result = await client.tasks.run(
+            {"manifest": "demo::echo", "inputValues": {"x": 1}},
+            {**FAST, "on_log": seen.append},
+        )
+        assert [log["id"] for log in seen] == [log["id"] for log in result["logs"]]
+        assert seen[-1]["type"] == "SessionFinished"
+        assert result["result"] == {"x": 1}
+        stats = result["stats"]
+        # The wait's own log fetches are reused: no extra download at the end.
+        assert logs_requests(emulator) == stats["log_fetches"]
 
 
 async def test_persistent_server_error_ends_the_wait_and_stops_the_task(
     client: OomolConnectClient, emulator: Emulator
 ) -> None:
     task = await client.tasks.create({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}})
-    emulator.faults.add(FaultRule(route="GET /v1/tasks/{id}", error_rate=1.0, error_statuses=(503,)))
+    emulator.faults.add(
+        FaultRule(route="GET /v1/tasks/{id}", error_rate=1.0, error_statuses=(503,))
+    )
     with pytest.raises(ServerError) as info:
         await client.tasks.wait_for_completion(task["id"], {**FAST, "stop_on_cancel": True})
     assert info.value.status == 503
@@ -296,7 +304,8 @@ async def test_create_and_wait_returns_task_with_stats_side_channel(
     assert set(task) >= {"id", "status"}
     assert "stats" not in task
     stats = get_wait_stats(task)
-    assert stats is not None and stats["status_polls"] >= 1
+    assert stats is not None
+    assert stats["status_polls"] >= 1
     assert get_wait_stats({"id": "x"}) is None
 
 
@@ -309,7 +318,8 @@ async def test_watch_yields_progress_and_logs_in_order(client: OomolConnectClien
         async for event in stream:
             events.append(event)
     log_ids = [e.log["id"] for e in events if isinstance(e, TaskLogEvent)]
-    assert log_ids == sorted(set(log_ids)) and log_ids
+    assert log_ids == sorted(set(log_ids))
+    assert log_ids
     assert isinstance(events[-1], TaskProgress)
     assert events[-1].task["status"] == "completed"
     logs = await client.tasks.get_logs(task["id"])
@@ -341,7 +351,8 @@ async def test_watch_early_break_stops_polling(
 async def test_install_and_wait_success_and_failure(client: OomolConnectClient) -> None:
     statuses: list[str] = []
     install = await client.packages.install_and_wait(
-        "text-tools", polling_options={**FAST, "on_progress": lambda t: statuses.append(t["status"])}
+        "text-tools",
+        polling_options={**FAST, "on_progress": lambda t: statuses.append(t["status"])},
     )
     assert install["status"] == "success"
     assert statuses[-1] == "success"
@@ -349,8 +360,10 @@ async def test_install_and_wait_success_and_failure(client: OomolConnectClient) 
     assert "text-tools" in names
     with pytest.raises(InstallFailedError) as info:
         await client.packages.install_and_wait("no-such-package", polling_options=FAST)
-    assert info.value.error and "no-such-package" in info.value.error
-    assert info.value.task is not None and info.value.task["status"] == "failed"
+    assert info.value.error
+    assert "no-such-package" in info.value.error
+    assert info.value.task is not None
+    assert info.value.task["status"] == "failed"
 
 
 async def test_install_wait_timeout(client: OomolConnectClient) -> None:

@@ -5,18 +5,26 @@ from __future__ import annotations
 import re
 from typing import cast
 
+from .._errors import InvalidResponseError
 from .._responses import list_of_objects
 from .._transport import Transport
 from .._types import Block, ListBlocksResponse
 
 # ".../packages/<name>-1.2.3/..." and ".../packages/<name>/1.2.3/..."
-_VERSION = re.compile(r"[-/](\d+(?:\.\d+)+)(?:/|$)")
+_VERSION = re.compile(r"[-/](\d{1,9}(?:\.\d{1,9})+)(?:/|$)")
+_PACKAGES_DIR = "/packages/"
 UNKNOWN_VERSION = "unknown"
 
 
 def version_from_path(path: str) -> str:
-    """The package version embedded in a block's install path, or ``"unknown"``."""
-    match = _VERSION.search(path)
+    """The package version embedded in a block's install path, or ``"unknown"``.
+
+    The search starts at the last ``/packages/`` so that a versioned directory
+    above it (``/opt/studio-2.1/packages/...``) is not mistaken for the package's.
+    """
+    path = path.replace("\\", "/")  # Windows install paths
+    start = path.rfind(_PACKAGES_DIR)
+    match = _VERSION.search(path, start + 1 if start >= 0 else 0)
     return match.group(1) if match else UNKNOWN_VERSION
 
 
@@ -43,6 +51,12 @@ class Blocks:
         """``GET /v1/blocks``; only each package's latest version unless asked."""
         body = await self._transport.request("GET", "/v1/blocks")
         blocks = cast("list[Block]", list_of_objects(body, "blocks"))
+        for block in blocks:
+            for key in ("package", "name"):
+                if not isinstance(block.get(key, ""), str):
+                    raise InvalidResponseError(
+                        200, f"unexpected response: a block's {key!r} is not a string", body
+                    )
         for block in blocks:
             block["blockId"] = f"{block.get('package', '')}::{block.get('name', '')}"
             path = block.get("path")

@@ -41,8 +41,9 @@ class Packages:
         body = await self._transport.request(
             "POST", "/packages/install", json_body=payload, idempotent=False
         )
-        if isinstance(body, dict) and isinstance(body.get("taskId"), str) and "task" not in body:
-            return await self.get_install_task(body["taskId"])
+        task_id = body.get("taskId") if isinstance(body, dict) else None
+        if isinstance(task_id, str) and task_id and "task" not in body:
+            return await self.get_install_task(task_id)
         if isinstance(body, dict) and ("task" in body or "id" in body):
             return cast(InstallTask, object_with_id(body, "task"))
         raise InvalidResponseError(200, "unexpected response: no install task id", body)
@@ -54,7 +55,7 @@ class Packages:
 
     async def get_install_task(self, task_id: str) -> InstallTask:
         """``GET /packages/install/{id}``."""
-        body = await self._transport.request("GET", "/packages/install/{}", task_id)
+        body = await self._transport.request("GET", "/packages/install/{id}", task_id)
         return cast(InstallTask, object_with_id(body, "task"))
 
     async def wait_for_install_completion(

@@ -81,18 +81,18 @@ class Tasks:
 
     async def get(self, task_id: str) -> Task:
         """``GET /v1/tasks/{id}`` (wrapped or bare answers)."""
-        body = await self._transport.request("GET", "/v1/tasks/{}", task_id)
+        body = await self._transport.request("GET", "/v1/tasks/{id}", task_id)
         return cast(Task, object_with_id(body, "task"))
 
     async def stop(self, task_id: str) -> Task:
         """``POST /v1/tasks/{id}/stop``."""
-        body = await self._transport.request("POST", "/v1/tasks/{}/stop", task_id)
+        body = await self._transport.request("POST", "/v1/tasks/{id}/stop", task_id)
         self._transport.metrics.stops_sent += 1
         return cast(Task, object_with_id(body, "task"))
 
     async def get_logs(self, task_id: str) -> Logs:
         """``GET /v1/tasks/{id}/logs``: the whole list, ascending ``id``."""
-        body = await self._transport.request("GET", "/v1/tasks/{}/logs", task_id)
+        body = await self._transport.request("GET", "/v1/tasks/{id}/logs", task_id)
         return cast("list[TaskLog]", list_of_objects(body, "logs"))
 
     async def wait_for_completion(
