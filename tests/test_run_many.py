@@ -418,7 +418,11 @@ async def test_iter_early_break_stops_the_runs_in_flight() -> None:
                 assert index == 0
                 break
         assert_all_ended(emu)
-        assert sorted(statuses(emu)) == ["completed", "stopped", "stopped"]
+        # Run 0's slot frees as it is received, so a 4th run may have started
+        # before the break: it is stopped like the others.
+        ended = sorted(statuses(emu))
+        assert ended[0] == "completed"
+        assert ended[1:] in (["stopped"] * 2, ["stopped"] * 3)
         assert client.metrics["in_flight_runs"] == 0
     assert pulled <= 4
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from anyio import AsyncFile
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
-from .. import RunResult, Task
+from .. import RunResult, Task, WaitStats
 from ._errors import Exit, UsageError, primary_error
 from ._options import open_client, polling_options
 from ._progress import BatchBar
@@ -35,6 +36,14 @@ class Summary:
     errors: Counter[str] = field(default_factory=Counter)
     aborted: str | None = None
     began: float = field(default_factory=time.monotonic)
+    polls: list[int] = field(default_factory=list)
+    detection_ms: list[float] = field(default_factory=list)
+
+    def add_stats(self, stats: WaitStats) -> None:
+        """Keep what polling cost for one successful run."""
+        self.polls.append(stats["status_polls"])
+        if stats["detection_latency_ms"] is not None:
+            self.detection_ms.append(stats["detection_latency_ms"])
 
     @property
     def failed(self) -> int:
@@ -51,11 +60,21 @@ class Summary:
             "errors": dict(self.errors),
             "wall_s": round(wall, 3),
             "per_second": round(done / wall, 3) if wall > 0 else None,
+            "polls_per_task": round(statistics.mean(self.polls), 2) if self.polls else None,
+            "detection_ms_p50": _percentile(self.detection_ms, 0.50),
+            "detection_ms_p95": _percentile(self.detection_ms, 0.95),
             "output": self.output,
         }
         if self.aborted is not None:
             document["aborted"] = self.aborted
         return document
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
 
 
 def outcome_line(index: int, outcome: RunResult | Exception) -> dict[str, Any]:
@@ -100,6 +119,8 @@ class _Recorder:
             await self._sink.flush()
         if line["ok"]:
             self._summary.ok += 1
+            if not isinstance(outcome, Exception) and "stats" in outcome:
+                self._summary.add_stats(outcome["stats"])
         else:
             self._summary.errors[line["error_type"]] += 1
         self._bar.finished(index, line["ok"])
@@ -145,6 +166,11 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
     return Exit.FAILED if summary.failed else Exit.OK
 
 
+def _latency(document: dict[str, Any]) -> str:
+    p50, p95 = document["detection_ms_p50"], document["detection_ms_p95"]
+    return "-" if p50 is None else f"p50 {p50} ms, p95 {p95} ms"
+
+
 def _report(out: Output, summary: Summary, *, stdout: bool) -> None:
     """The summary: on stdout when the outcomes went to a file, else on stderr."""
     document = summary.document()
@@ -157,6 +183,8 @@ def _report(out: Output, summary: Summary, *, stdout: bool) -> None:
         ("failed", ", ".join(f"{n} {kind}" for kind, n in summary.errors.items()) or "0"),
         ("wall time", f"{document['wall_s']:.2f} s"),
         ("throughput", f"{document['per_second'] or 0:.2f} tasks/s"),
+        ("status polls per task", str(document["polls_per_task"] or "-")),
+        ("completion seen after", _latency(document)),
         ("outcomes", document["output"]),
     ]
     if summary.aborted is not None:
