@@ -300,7 +300,7 @@ async def test_metrics_count_routes_status_classes_retries_and_bytes() -> None:
             metrics = client.metrics
     assert metrics["requests"] == {
         "GET /v1/tasks": {"2xx": 2},
-        "GET /v1/tasks/{}": {"5xx": 1, "2xx": 1, "4xx": 1},
+        "GET /v1/tasks/{id}": {"5xx": 1, "2xx": 1, "4xx": 1},
     }
     assert metrics["retries"] == 2
     assert metrics["bytes_received"] == 2 * len(listed) + len(b"busy") + len(got) + 2

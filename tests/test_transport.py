@@ -467,7 +467,7 @@ async def test_every_retry_is_logged_at_debug_without_the_token(
     retries = [r for r in ours if "retrying" in r.getMessage()]
     assert len(retries) == 2
     assert all(r.levelno == logging.DEBUG for r in retries)
-    assert "GET /v1/tasks/{}" in retries[0].getMessage()
+    assert "GET /v1/tasks/{id}" in retries[0].getMessage()
     assert "HTTP 503" in retries[0].getMessage()
     assert "ConnectError" in retries[1].getMessage()
     for record in caplog.records:
