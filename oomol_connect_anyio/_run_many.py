@@ -16,7 +16,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -27,7 +27,14 @@ from ._concurrency import call, single_error
 from ._inputs import build_create_payload
 from ._options import parse_polling
 from ._task_wait import TaskWait
-from ._types import BackoffStrategy, CreateTaskRequest, PollingOptions, RunResult, Task, TaskLog
+from ._types import (
+    CreateTaskRequest,
+    PollingOptions,
+    PollingSchedule,
+    RunResult,
+    Task,
+    TaskLog,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -36,17 +43,11 @@ if TYPE_CHECKING:
     from .resources.tasks import Tasks
 
 
-class BatchPollingOptions(TypedDict, total=False):
+class BatchPollingOptions(PollingSchedule, total=False):
     """``PollingOptions`` for ``run_many``: the callbacks also receive the request's index."""
 
-    interval_ms: float
-    timeout_ms: float | None
-    max_interval_ms: float
-    backoff_strategy: BackoffStrategy | Literal["fixed", "exponential"]
-    backoff_factor: float
     on_progress: Callable[[int, Task], Awaitable[None] | None] | None
     on_log: Callable[[int, TaskLog], Awaitable[None] | None] | None
-    stop_on_cancel: bool
 
 
 AnyPollingOptions = BatchPollingOptions | PollingOptions

@@ -165,17 +165,23 @@ class BackoffStrategy(str, enum.Enum):
     EXPONENTIAL = "exponential"
 
 
-class PollingOptions(TypedDict, total=False):
-    """Options of every wait; the defaults are the official client's."""
+class PollingSchedule(TypedDict, total=False):
+    """The schedule part of polling options (milliseconds); see ``PollingOptions``."""
 
     interval_ms: float
     timeout_ms: float | None
     max_interval_ms: float
     backoff_strategy: BackoffStrategy | Literal["fixed", "exponential"]
     backoff_factor: float
+    stop_on_cancel: bool
+    log_grace_ms: float
+
+
+class PollingOptions(PollingSchedule, total=False):
+    """Options of every wait; the defaults are the official client's."""
+
     on_progress: Callable[[Any], Awaitable[None] | None] | None
     on_log: Callable[[TaskLog], Awaitable[None] | None] | None
-    stop_on_cancel: bool
 
 
 class ClientOptions(TypedDict, total=False):
