@@ -23,7 +23,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._concurrency import call, single_error
+from ._concurrency import STOP_DEADLINE, call, single_error
 from ._inputs import build_create_payload
 from ._options import parse_polling
 from ._task_wait import TaskWait
@@ -102,6 +102,7 @@ class RunMany:
         self._interval = None if max_per_second is None else 1 / _check_rate(max_per_second)
         self._next_slot = -math.inf
         self._errors: list[Exception] = []
+        self._shields: set[anyio.CancelScope] = set()  # creates in flight
         self._group: TaskGroup | None = None
         self._limiter: anyio.CapacityLimiter  # both made in open(), inside the event loop
         self._slots: anyio.CapacityLimiter
@@ -183,7 +184,8 @@ class RunMany:
 
     async def _run_one(self, index: int, request: CreateTaskRequest) -> RunResult:
         started = time.monotonic()
-        task = await self._tasks._create_owned(lambda: self._tasks.create(request))
+        create = lambda: self._tasks.create(request)  # noqa: E731
+        task = await self._tasks._create_owned(create, self._shields)
         polling = dataclasses.replace(
             self._polling,
             on_progress=_with_index(self._polling.on_progress, index),
@@ -217,7 +219,10 @@ class RunMany:
         self._abort()
 
     def _abort(self) -> None:
-        """Cancel every run (each stops its remote task; see ``Tasks._create_owned``)."""
+        """Cancel every run; a create in flight gets ``STOP_DEADLINE`` to return its id."""
+        deadline = anyio.current_time() + STOP_DEADLINE
+        for shield in self._shields:
+            shield.deadline = min(shield.deadline, deadline)
         if self._group is not None:
             self._group.cancel_scope.cancel()
 

@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal, cast, overload
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._concurrency import STOP_DEADLINE, shielded, single_error
+from .._concurrency import logger, shielded, single_error
 from .._inputs import build_create_payload, normalize_input_values, validate_manifest
 from .._logs import extract_result
 from .._multipart import Files, MultipartBody, prepare_files
@@ -138,34 +139,35 @@ class Tasks:
         )
         return await self._run(TaskWait(self, task["id"], polling, started=started))
 
-    async def _create_owned(self, create: Callable[[], Awaitable[Task]]) -> Task:
+    async def _create_owned(
+        self,
+        create: Callable[[], Awaitable[Task]],
+        shields: set[anyio.CancelScope] | None = None,
+    ) -> Task:
         """Create a task this client will own, so that a cancellation cannot lose it.
 
-        The create request runs shielded; a cancellation arriving meanwhile
-        gives it ``STOP_DEADLINE`` more seconds, then the new task is stopped
-        and the cancellation goes on.
+        The create request runs shielded (so at most for the request ``timeout``);
+        a cancellation that arrived meanwhile then stops the new task and goes
+        on. A batch passes ``shields`` to cut the shield short when it aborts.
         """
         shield = anyio.CancelScope(shield=True)
-        created: list[Task] = []
-
-        async def bound_the_shield_once_cancelled() -> None:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                shield.deadline = anyio.current_time() + STOP_DEADLINE
-
+        if shields is not None:
+            shields.add(shield)
         try:
-            with single_error():
-                async with anyio.create_task_group() as group:
-                    group.start_soon(bound_the_shield_once_cancelled)
-                    with shield:
-                        created.append(await create())
-                    group.cancel_scope.cancel()
+            with shield:
+                task = await create()
+        finally:
+            if shields is not None:
+                shields.discard(shield)
+        if shield.cancelled_caught:
+            logger.warning("gave up creating a task after a cancellation; it may exist")
+            await anyio.lowlevel.checkpoint()  # re-raise the cancellation
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            if created:
-                await self.stop_quietly(created[0]["id"])
+            await self.stop_quietly(task["id"])
             raise
-        return created[0]
+        return task
 
     async def _tracked(self, waiter: TaskWait, *, collect_logs: bool = False) -> TaskDict:
         metrics = self._transport.metrics
