@@ -157,6 +157,7 @@ class Transport:
         json_body: Any = None,
         multipart: Any = None,
         idempotent: bool = True,
+        retry: bool = True,
     ) -> Any:
         """Send one request (with retries) and return its decoded JSON body.
 
@@ -165,6 +166,7 @@ class Transport:
         provably never reached the server.
         """
         url = self.url(route, params)
+        retries = self.retry.max_retries if retry else 0
         headers, content = self._encode(json_body, multipart)
         label = f"{method} {route}"
         attempt = 0
@@ -188,7 +190,7 @@ class Transport:
                 # (also RequestErrors) are not, but must not escape as httpx errors.
                 transient = isinstance(exc, httpx.TransportError)
                 never_sent = isinstance(exc, _NEVER_SENT)
-                if transient and attempt < self.retry.max_retries and (idempotent or never_sent):
+                if transient and attempt < retries and (idempotent or never_sent):
                     await self._before_retry(label, url, attempt, None, repr(exc))
                     attempt += 1
                     continue
@@ -197,7 +199,7 @@ class Transport:
             self._count(label, response)
             await self._responded(label, url, attempt, started, response, None)
             status = response.status_code
-            if idempotent and status in RETRY_STATUSES and attempt < self.retry.max_retries:
+            if idempotent and status in RETRY_STATUSES and attempt < retries:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 await self._before_retry(label, url, attempt, retry_after, f"HTTP {status}")
                 attempt += 1

@@ -419,3 +419,18 @@ async def test_cancel_while_the_create_is_in_flight_stops_the_new_task(
     assert scope.cancelled_caught
     assert emulator.stats()["tasks_created"] == 1
     assert emulator.stats()["tasks_by_status"] == {"stopped": 1}
+
+
+async def test_the_stop_after_abandon_is_one_attempt_and_never_masks_the_error(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    emulator.faults.add(
+        FaultRule(route="POST /v1/tasks/{id}/stop", error_rate=1.0, error_statuses=(503,))
+    )
+    with pytest.raises(TimeoutError):
+        await client.tasks.run(
+            {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
+            {**FAST, "timeout_ms": 50},
+        )
+    assert emulator.stats()["requests"]["POST /v1/tasks/{id}/stop"] == 1
+    assert emulator.stats()["tasks_by_status"] == {"running": 1}

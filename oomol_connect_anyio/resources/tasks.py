@@ -85,9 +85,9 @@ class Tasks:
         body = await self._transport.request("GET", "/v1/tasks/{id}", task_id)
         return cast(Task, object_with_id(body, "task"))
 
-    async def stop(self, task_id: str) -> Task:
-        """``POST /v1/tasks/{id}/stop``."""
-        body = await self._transport.request("POST", "/v1/tasks/{id}/stop", task_id)
+    async def stop(self, task_id: str, *, retry: bool = True) -> Task:
+        """``POST /v1/tasks/{id}/stop``; ``retry=False`` makes a single attempt."""
+        body = await self._transport.request("POST", "/v1/tasks/{id}/stop", task_id, retry=retry)
         self._transport.metrics.stops_sent += 1
         return cast(Task, object_with_id(body, "task"))
 
@@ -212,8 +212,9 @@ class Tasks:
                 group.cancel_scope.cancel()
 
     async def stop_quietly(self, task_id: str) -> bool:
-        """Stop a task from cleanup code: shielded, bounded, never raising."""
-        return await shielded(lambda: self.stop(task_id), f"stopping task {task_id}")
+        """Stop a task from cleanup code: one attempt, shielded, bounded, never raising."""
+        stop = lambda: self.stop(task_id, retry=False)  # noqa: E731
+        return await shielded(stop, f"stopping task {task_id}")
 
     @overload
     async def run_many(
