@@ -30,14 +30,22 @@ async def call(callback: Callable[..., Any], *args: Any) -> None:
 
 @contextmanager
 def single_error() -> Iterator[None]:
-    """Re-raise a task group's lone exception bare instead of in an ``ExceptionGroup``."""
+    """Re-raise a task group's error bare instead of in an ``ExceptionGroup``.
+
+    When concurrent requests of one operation fail together (a status poll and
+    a log fetch to a server that went away) the first error is raised; the
+    others are logged at DEBUG.
+    """
     try:
         yield
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
-            error = group.exceptions[0]
-            raise error from error.__cause__
-        raise
+        errors = group.exceptions
+        if any(isinstance(e, BaseExceptionGroup) or not isinstance(e, Exception) for e in errors):
+            raise
+        for other in errors[1:]:
+            logger.debug("also failed at the same time: %r", other)
+        error = errors[0]
+        raise error from error.__cause__
 
 
 @contextmanager
@@ -67,4 +75,6 @@ async def shielded(action: Callable[[], Awaitable[Any]], what: str) -> bool:
             return True
         except Exception as exc:
             logger.warning("%s failed: %s", what, exc)
+            return False
+    logger.warning("%s gave up after %g s without an answer", what, STOP_DEADLINE)
     return False

@@ -161,8 +161,12 @@ class MultipartBody:
             headers["Content-Length"] = str(total)
         return headers
 
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterable again and again, so a retry or a 307/308 redirect can resend it."""
+        return self.stream()
+
     async def stream(self) -> AsyncIterator[bytes]:
-        """The body's bytes; can be called again to resend it."""
+        """The body's bytes, from the start."""
         yield self._field_bytes
         for header, part in zip(self._file_headers, self._files, strict=True):
             yield header

@@ -25,11 +25,22 @@ def unwrap_object(body: Any, key: str) -> dict[str, Any]:
 def object_with_id(body: Any, key: str) -> dict[str, Any]:
     """Like ``unwrap_object``, and the object must carry a string ``id``."""
     obj = unwrap_object(body, key)
-    if not isinstance(obj.get("id"), str):
-        raise _invalid(f"the {key} has no string 'id'", body)
+    task_id = obj.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        raise _invalid(f"the {key} has no non-empty string 'id'", body)
     if not isinstance(obj.get("status"), str):
         raise _invalid(f"the {key} has no string 'status'", body)
     return obj
+
+
+def logs_with_ids(body: Any) -> list[dict[str, Any]]:
+    """``body["logs"]``: objects, each with an integer ``id`` (what ordering relies on)."""
+    logs = list_of_objects(body, "logs")
+    for log in logs:
+        log_id = log.get("id")
+        if not isinstance(log_id, int) or isinstance(log_id, bool):
+            raise _invalid(f"a log has no integer 'id': {log_id!r}", body)
+    return logs
 
 
 def list_of_objects(body: Any, key: str) -> list[dict[str, Any]]:

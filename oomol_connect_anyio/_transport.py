@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +25,7 @@ from ._errors import (
     error_class_for_status,
 )
 from ._metrics import ClientMetrics, RequestEvent, ResponseEvent, current_tally
+from ._multipart import MultipartBody
 from ._version import __version__
 
 logger = logging.getLogger("oomol_connect_anyio")
@@ -98,9 +99,6 @@ class _TokenAuth(httpx.Auth):
         return "<token redacted>"
 
 
-BodyFactory = Callable[[], AsyncIterator[bytes]]
-
-
 class Transport:
     """Sends requests to one Connect server and returns decoded JSON bodies."""
 
@@ -155,7 +153,7 @@ class Transport:
         route: str,
         *params: str,
         json_body: Any = None,
-        multipart: Any = None,
+        multipart: MultipartBody | None = None,
         idempotent: bool = True,
         retry: bool = True,
     ) -> Any:
@@ -171,7 +169,6 @@ class Transport:
         label = f"{method} {route}"
         attempt = 0
         while True:
-            body = content() if callable(content) else content
             if self._on_request is not None:
                 await call(self._on_request, RequestEvent(method, label, url, attempt))
             started = time.monotonic()
@@ -179,7 +176,7 @@ class Transport:
                 response = await self._client.request(
                     method,
                     url,
-                    content=body,
+                    content=content,
                     headers=headers,
                     auth=self._auth,
                     timeout=self._timeout,
@@ -206,11 +203,13 @@ class Transport:
                 continue
             return _decode(response, method, url)
 
-    def _encode(self, json_body: Any, multipart: Any) -> tuple[httpx.Headers, Any]:
+    def _encode(
+        self, json_body: Any, multipart: MultipartBody | None
+    ) -> tuple[httpx.Headers, Any]:
         headers = self._headers.copy()
         if multipart is not None:
             headers.update(multipart.headers)
-            return headers, multipart.stream
+            return headers, multipart
         if json_body is None:
             return headers, None
         try:

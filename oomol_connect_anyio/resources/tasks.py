@@ -17,7 +17,7 @@ from .._inputs import build_create_payload, normalize_input_values, validate_man
 from .._logs import extract_result
 from .._multipart import Files, MultipartBody, prepare_files
 from .._options import parse_polling
-from .._responses import list_of_objects, object_with_id
+from .._responses import list_of_objects, logs_with_ids, object_with_id
 from .._run_many import (
     AnyPollingOptions,
     OnResult,
@@ -94,7 +94,7 @@ class Tasks:
     async def get_logs(self, task_id: str) -> Logs:
         """``GET /v1/tasks/{id}/logs``: the whole list, ascending ``id``."""
         body = await self._transport.request("GET", "/v1/tasks/{id}/logs", task_id)
-        return cast("list[TaskLog]", list_of_objects(body, "logs"))
+        return cast("list[TaskLog]", logs_with_ids(body))
 
     async def wait_for_completion(
         self, task_id: str, polling_options: PollingOptions | None = None
