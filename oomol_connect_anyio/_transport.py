@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from ._version import __version__
 
 logger = logging.getLogger("oomol_connect_anyio")
 
+MAX_CONNECTIONS = 100
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -135,13 +137,25 @@ class Transport:
         self._client = http_client or httpx.AsyncClient(
             transport=transport,
             follow_redirects=True,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
         )
+        # Requests beyond the pool wait here, in a FIFO, rather than in httpcore's
+        # queue, which is rescanned on every event (hundreds of waits stall on it).
+        self._slots: anyio.Semaphore | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP client, unless the caller owns it."""
         if self._owns_client:
             await self._client.aclose()
+
+    def _slot(self) -> AbstractAsyncContextManager[Any]:
+        """A pool slot for one request (made lazily: it needs the event loop)."""
+        if not self._owns_client:
+            return nullcontext()
+        if self._slots is None:
+            # fast_acquire: no trip through the event loop while a slot is free.
+            self._slots = anyio.Semaphore(MAX_CONNECTIONS, fast_acquire=True)
+        return self._slots
 
     def url(self, route: str, params: tuple[str, ...]) -> str:
         path = route.format(id=encode_path_param(params[0])) if params else route
@@ -173,14 +187,15 @@ class Transport:
                 await call(self._on_request, RequestEvent(method, label, url, attempt))
             started = time.monotonic()
             try:
-                response = await self._client.request(
-                    method,
-                    url,
-                    content=content,
-                    headers=headers,
-                    auth=self._auth,
-                    timeout=self._timeout,
-                )
+                async with self._slot():
+                    response = await self._client.request(
+                        method,
+                        url,
+                        content=content,
+                        headers=headers,
+                        auth=self._auth,
+                        timeout=self._timeout,
+                    )
             except httpx.RequestError as exc:
                 await self._responded(label, url, attempt, started, None, exc)
                 # TransportError is worth a retry; TooManyRedirects and DecodingError

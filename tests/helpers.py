@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 import respx
 from python_multipart import MultipartParser
@@ -201,3 +202,22 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def our_running_tasks() -> list[str]:
+    """Live anyio tasks running the client's code (its emulator excluded).
+
+    A task started by a task group runs anyio's wrapper coroutine, so follow each task's
+    chain of awaited coroutines and look at every frame, not just the outermost one.
+    """
+    ours = []
+    for info in anyio.get_running_tasks():
+        coro: Any = info.coro
+        while coro is not None:
+            code = getattr(coro, "cr_code", None) or getattr(coro, "ag_code", None)
+            filename = getattr(code, "co_filename", "")
+            if "oomol_connect_anyio" in filename and "emulator" not in filename:
+                ours.append(f"{info.name}: {code.co_name}")
+                break
+            coro = getattr(coro, "cr_await", None)
+    return ours

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import our_running_tasks
 
 from oomol_connect_anyio import (
     InstallFailedError,
@@ -32,17 +33,6 @@ GUARD = 10  # seconds: a generous bound that only a hung wait would reach
 
 def logs_requests(emulator: Emulator) -> int:
     return int(emulator.stats()["requests"].get("GET /v1/tasks/{id}/logs", 0))
-
-
-def our_running_tasks() -> list[str]:
-    """Names of live anyio tasks running code of the client package."""
-    names = []
-    for info in anyio.get_running_tasks():
-        code = getattr(info.coro, "cr_code", None) or getattr(info.coro, "gi_code", None)
-        filename = getattr(code, "co_filename", "")
-        if "oomol_connect_anyio" in filename and "emulator" not in filename:
-            names.append(info.name or "?")
-    return names
 
 
 async def test_run_returns_result_logs_and_stats(
@@ -339,6 +329,7 @@ async def test_watch_early_break_stops_polling(
     task = await client.tasks.create({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}})
     async with client.tasks.watch(task["id"], FAST) as stream:
         async for event in stream:
+            assert our_running_tasks(), "the poller should be visible while it runs"
             if isinstance(event, TaskProgress):
                 break
     assert our_running_tasks() == []
