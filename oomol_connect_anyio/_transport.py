@@ -170,6 +170,7 @@ class Transport:
         multipart: MultipartBody | None = None,
         idempotent: bool = True,
         retry: bool = True,
+        request_timeout: float | None = None,
     ) -> Any:
         """Send one request (with retries) and return its decoded JSON body.
 
@@ -179,6 +180,7 @@ class Transport:
         """
         url = self.url(route, params)
         retries = self.retry.max_retries if retry else 0
+        limits = self._timeout if request_timeout is None else httpx.Timeout(request_timeout)
         headers, content = self._encode(json_body, multipart)
         label = f"{method} {route}"
         attempt = 0
@@ -194,7 +196,7 @@ class Transport:
                         content=content,
                         headers=headers,
                         auth=self._auth,
-                        timeout=self._timeout,
+                        timeout=limits,
                     )
             except httpx.RequestError as exc:
                 await self._responded(label, url, attempt, started, None, exc)

@@ -85,9 +85,14 @@ class Tasks:
         body = await self._transport.request("GET", "/v1/tasks/{id}", task_id)
         return cast(Task, object_with_id(body, "task"))
 
-    async def stop(self, task_id: str, *, retry: bool = True) -> Task:
-        """``POST /v1/tasks/{id}/stop``; ``retry=False`` makes a single attempt."""
-        body = await self._transport.request("POST", "/v1/tasks/{id}/stop", task_id, retry=retry)
+    async def stop(
+        self, task_id: str, *, retry: bool = True, request_timeout: float | None = None
+    ) -> Task:
+        """``POST /v1/tasks/{id}/stop``; ``retry=False`` makes a single attempt and
+        ``request_timeout`` overrides the client's per-request timeout."""
+        body = await self._transport.request(
+            "POST", "/v1/tasks/{id}/stop", task_id, retry=retry, request_timeout=request_timeout
+        )
         self._transport.metrics.stops_sent += 1
         return cast(Task, object_with_id(body, "task"))
 
@@ -213,7 +218,9 @@ class Tasks:
 
     async def stop_quietly(self, task_id: str) -> bool:
         """Stop a task from cleanup code: one attempt, shielded, bounded, never raising."""
-        stop = lambda: self.stop(task_id, retry=False)  # noqa: E731
+        async def stop(seconds: float) -> None:
+            await self.stop(task_id, retry=False, request_timeout=seconds)
+
         return await shielded(stop, f"stopping task {task_id}")
 
     @overload
