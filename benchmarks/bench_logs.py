@@ -23,8 +23,12 @@ from oomol_connect_sdk import OomolConnectClient as OfficialClient
 
 from oomol_connect_anyio import OomolConnectClient as OurClient
 
+RunWith = Callable[[Server, dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 
-def ours(follow: bool) -> Callable[[Server, dict[str, Any]], Awaitable[int]]:
+
+def variant(run_with: RunWith, follow: bool) -> Callable[[Server, dict[str, Any]], Awaitable[int]]:
+    """A benchmark body: fixed polling, ``on_log`` counting when ``follow``; returns logs seen."""
+
     async def run(server: Server, params: dict[str, Any]) -> int:
         seen = 0
 
@@ -36,35 +40,37 @@ def ours(follow: bool) -> Callable[[Server, dict[str, Any]], Awaitable[int]]:
                                    "backoff_strategy": "fixed"}
         if follow:
             polling["on_log"] = on_log
-        async with OurClient(base_url=server.url, api_token=server.token) as client:
-            result = await client.tasks.run(params["request"], polling)  # type: ignore[arg-type]
+        result = await run_with(server, params, polling)
         return seen if follow else len(result["logs"])
 
     return run
+
+
+async def run_ours(
+    server: Server, params: dict[str, Any], polling: dict[str, Any]
+) -> dict[str, Any]:
+    async with OurClient(base_url=server.url, api_token=server.token) as client:
+        return dict(await client.tasks.run(params["request"], polling))  # type: ignore[arg-type]
+
+
+async def run_official(
+    server: Server, params: dict[str, Any], polling: dict[str, Any]
+) -> dict[str, Any]:
+    client = OfficialClient({"base_url": server.url, "api_token": server.token})
+    request = {"blockId": params["request"]["manifest"],
+               "inputValues": params["request"]["inputValues"]}
+    try:
+        return dict(await client.tasks.run(request, polling))
+    finally:
+        await client.close()
+
+
+def ours(follow: bool) -> Callable[[Server, dict[str, Any]], Awaitable[int]]:
+    return variant(run_ours, follow)
 
 
 def official(follow: bool) -> Callable[[Server, dict[str, Any]], Awaitable[int]]:
-    async def run(server: Server, params: dict[str, Any]) -> int:
-        seen = 0
-
-        def on_log(log: Any) -> None:
-            nonlocal seen
-            seen += 1
-
-        polling: dict[str, Any] = {"interval_ms": params["interval_ms"],
-                                   "backoff_strategy": "fixed"}
-        if follow:
-            polling["on_log"] = on_log
-        client = OfficialClient({"base_url": server.url, "api_token": server.token})
-        request = {"blockId": params["request"]["manifest"],
-                   "inputValues": params["request"]["inputValues"]}
-        try:
-            result = await client.tasks.run(request, polling)
-        finally:
-            await client.close()
-        return seen if follow else len(result["logs"])
-
-    return run
+    return variant(run_official, follow)
 
 
 VARIANTS = [
