@@ -17,8 +17,16 @@ async def poll_until(
     done: Callable[[T], bool],
     polling: Polling,
     report: Callable[[T], Awaitable[None]],
+    known: T | None = None,
 ) -> T:
-    """Fetch, report, and sleep on ``polling``'s schedule until ``done(state)``."""
+    """Fetch, report, and sleep on ``polling``'s schedule until ``done(state)``.
+
+    ``known`` is a state already in hand (a create answer): when it is done, nothing is
+    fetched.
+    """
+    if known is not None and done(known):
+        await report(known)
+        return known
     for delay in polling.intervals():
         state = await fetch()
         await report(state)

@@ -191,7 +191,7 @@ class RunMany:
             on_progress=_with_index(self._polling.on_progress, index),
             on_log=_with_index(self._polling.on_log, index),
         )
-        return await self._tasks._run(TaskWait(self._tasks, task["id"], polling, started=started))
+        return await self._tasks._run(TaskWait.after_create(self._tasks, task, polling, started))
 
     async def _finish(self, index: int, outcome: Outcome, token: object, send: Sender) -> None:
         """Hand an outcome over (or fail fast), then free the request's slot."""

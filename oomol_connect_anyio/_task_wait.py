@@ -54,7 +54,11 @@ def get_wait_stats(task: object) -> WaitStats | None:
 
 
 class TaskWait:
-    """One wait for one task; ``logs`` holds every log seen, in id order."""
+    """One wait for one task; ``logs`` holds every log seen, in id order.
+
+    ``created`` is the create answer, when this client created the task: if it is already
+    terminal, no status poll is needed.
+    """
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class TaskWait:
         *,
         emit: Emit | None = None,
         started: float | None = None,
+        created: Task | None = None,
     ) -> None:
         self._tasks = tasks
+        self._created = created
         self.task_id = task_id
         self._polling = polling
         self._emit = emit
@@ -80,6 +86,13 @@ class TaskWait:
         self._running_at: float | None = None
         self._seen_at_ms: float | None = None
 
+    @classmethod
+    def after_create(
+        cls, tasks: Tasks, created: Task, polling: Polling, started: float
+    ) -> TaskWait:
+        """The wait for a task this client just created (``created`` is the answer)."""
+        return cls(tasks, created["id"], polling, started=started, created=created)
+
     @property
     def terminal(self) -> bool:
         return self.last_task is not None and self.last_task.get("status") in TERMINAL
@@ -93,7 +106,10 @@ class TaskWait:
         token = current_tally.set(self._tally)
         try:
             with deadline(self._polling.timeout, self._timeout_error):
-                task = await poll_until(self._fetch, _is_terminal, self._polling, self._report)
+                known = None if self._created is None else self._observe(self._created)
+                task = await poll_until(
+                    self._fetch, _is_terminal, self._polling, self._report, known
+                )
                 failed = raise_on_failure and task.get("status") != "completed"
                 if self._follow_logs or collect_logs or failed:
                     await self.drain_logs()
@@ -133,10 +149,13 @@ class TaskWait:
     async def _fetch_task(self) -> Task:
         task = await self._tasks.get(self.task_id)
         self._status_polls += 1
-        now = time.monotonic()
+        return self._observe(task)
+
+    def _observe(self, task: Task) -> Task:
+        """Note when ``task`` (a poll or create answer) was first seen running and ended."""
         status = task.get("status")
         if self._running_at is None and status not in ("created", "pending"):
-            self._running_at = now
+            self._running_at = time.monotonic()
         if status in TERMINAL and self._seen_at_ms is None:
             self._seen_at_ms = time.time() * 1000
         return task

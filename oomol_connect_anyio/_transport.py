@@ -10,6 +10,7 @@ import math
 import random
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ._errors import (
     RequestTimeoutError,
     error_class_for_status,
 )
+from ._lanes import LaneTransport
 from ._metrics import ClientMetrics, RequestEvent, ResponseEvent, current_tally
 from ._multipart import MultipartBody
 from ._version import __version__
@@ -109,6 +111,23 @@ class _TokenAuth(httpx.Auth):
         return "<token redacted>"
 
 
+def _owned_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    """The client's own httpx client: on keep-alive lanes unless a transport is given.
+
+    With a proxy configured in the environment httpx's own pool is kept, as it is the one
+    that routes through proxies.
+    """
+    verify = _default_ssl_context()
+    if transport is None and not urllib.request.getproxies():
+        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, verify=verify)
+    return httpx.AsyncClient(
+        transport=transport,
+        verify=verify,
+        follow_redirects=True,
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
+    )
+
+
 class Transport:
     """Sends requests to one Connect server and returns decoded JSON bodies."""
 
@@ -142,12 +161,7 @@ class Transport:
         self.retry = retry
         self.metrics = ClientMetrics()
         self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(
-            transport=transport,
-            verify=_default_ssl_context(),
-            follow_redirects=True,
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
-        )
+        self._client = http_client or _owned_client(transport)
         # Requests beyond the pool wait here, in a FIFO, rather than in httpcore's
         # queue, which is rescanned on every event (hundreds of waits stall on it).
         self._slots: anyio.Semaphore | None = None

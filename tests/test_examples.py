@@ -179,5 +179,5 @@ def test_measure_polling(outcomes: dict[str, Outcome]) -> None:
 def test_opentelemetry_spans_without_the_sdk(outcomes: dict[str, Outcome]) -> None:
     out = ran(outcomes, "opentelemetry_spans")
     assert "<- POST /v1/tasks: 200" in out
-    assert "<- GET /v1/tasks/{id}: 200" in out
+    assert "<- GET /v1/tasks/{id}/logs: 200" in out
     assert "result: {'text': 'TRACED'}" in out

@@ -75,7 +75,8 @@ async def test_exhausted_retries_fail_after_exactly_one_plus_max_retries_attempt
     anyio_backend: str,
 ) -> None:
     emulator = Emulator(seed=5)
-    rule = FaultRule(route="GET /v1/tasks/{id}", error_rate=0.6, error_statuses=(503,))
+    # Instant tasks are never polled (their create answer is terminal): fault the log fetch.
+    rule = FaultRule(route="GET /v1/tasks/{id}/logs", error_rate=0.6, error_statuses=(503,))
     emulator.faults.add(rule)
     recorder = RecordingTransport()
     runs = 40
@@ -102,11 +103,11 @@ async def test_exhausted_retries_fail_after_exactly_one_plus_max_retries_attempt
             assert outcome["result"] == request["inputValues"]
     stats = emulator.stats()
     assert stats["tasks_created"] == runs
-    injected = stats["faults"]["GET /v1/tasks/{id}"]["error"]
+    injected = stats["faults"]["GET /v1/tasks/{id}/logs"]["error"]
     chains = [
         chain
         for path, attempts in recorder.by_path("GET").items()
-        if path.count("/") == 4  # /api/v1/tasks/<id>, not its logs
+        if path.endswith("/logs")
         for chain in fault_runs(attempts)
     ]
     exhausted = [faults for faults, final in chains if final is None]

@@ -46,7 +46,8 @@ async def test_run_returns_result_logs_and_stats(
     assert [log["id"] for log in result["logs"]] == sorted({log["id"] for log in result["logs"]})
     assert result["logs"][-1]["type"] == "SessionFinished"
     stats = result["stats"]
-    assert stats["status_polls"] >= 1
+    assert stats["status_polls"] == 0  # the create answer was already terminal
+    assert stats["detection_latency_ms"] is not None
     assert stats["log_fetches"] == 1  # nobody consumed logs during the wait: once, at the end
     assert logs_requests(emulator) == 1
     assert stats["requests"] == stats["status_polls"] + stats["log_fetches"]
@@ -295,8 +296,19 @@ async def test_create_and_wait_returns_task_with_stats_side_channel(
     assert "stats" not in task
     stats = get_wait_stats(task)
     assert stats is not None
-    assert stats["status_polls"] >= 1
+    assert stats["status_polls"] == 0  # the create answer was already terminal
     assert get_wait_stats({"id": "x"}) is None
+
+
+async def test_a_task_still_running_when_created_is_polled(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    result = await client.tasks.run(
+        {"manifest": "demo::sleep", "inputValues": {"seconds": 0.05}}, FAST
+    )
+    assert result["task"]["status"] == "completed"
+    assert result["stats"]["status_polls"] >= 1
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == result["stats"]["status_polls"]
 
 
 async def test_watch_yields_progress_and_logs_in_order(client: OomolConnectClient) -> None:

@@ -46,18 +46,19 @@ class EmulatorApp:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         route, param = match(raw_path.partition(b"?")[0])
         request = Request(scope["method"], route, param, scope["headers"], receive)
+        client = scope.get("client")
         try:
             if route in INTERNAL:
                 await send_response(send, await self._handle(request))
             else:
-                await self._serve(request, send)
+                await self._serve(request, send, client and tuple(client))
         except ClientDisconnected:
             return
 
-    async def _serve(self, request: Request, send: Send) -> None:
+    async def _serve(self, request: Request, send: Send, client: object) -> None:
         name = "UNMATCHED" if request.route is None else f"{request.method} {request.route}"
         counters = self._emu.counters
-        counters.request(name)
+        counters.request(name, client)
         fault = self._emu.faults.decide(name) if request.route is not None else None
         if fault is not None:
             early = await self._apply(fault, name)

@@ -20,10 +20,13 @@ class Stats:
         self.tasks_created = 0
         self.stops = 0
         self.bytes_sent = 0
+        self.clients: set[object] = set()
 
-    def request(self, route: str) -> None:
-        """Count a request to a route ("METHOD /template")."""
+    def request(self, route: str, client: object = None) -> None:
+        """Count a request to a route ("METHOD /template") from a client address."""
         self.requests[route] = self.requests.get(route, 0) + 1
+        if client is not None:
+            self.clients.add(client)
 
     def response(self, route: str, outcome: str, size: int = 0) -> None:
         """Count a response status (or "dropped") and its body size."""
@@ -43,6 +46,7 @@ class Stats:
             "tasks_created": self.tasks_created,
             "stops": self.stops,
             "bytes_sent": self.bytes_sent,
+            "connections": len(self.clients),
         }
 
 

@@ -118,7 +118,7 @@ class Tasks:
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
         started = time.monotonic()
         task = await self._create_owned(lambda: self.create(request))
-        return cast(Task, await self._tracked(TaskWait(self, task["id"], polling, started=started)))
+        return cast(Task, await self._tracked(TaskWait.after_create(self, task, polling, started)))
 
     async def run(
         self, request: CreateTaskRequest, polling_options: PollingOptions | None = None
@@ -127,7 +127,7 @@ class Tasks:
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
         started = time.monotonic()
         task = await self._create_owned(lambda: self.create(request))
-        return await self._run(TaskWait(self, task["id"], polling, started=started))
+        return await self._run(TaskWait.after_create(self, task, polling, started))
 
     async def run_with_files(
         self,
@@ -142,7 +142,7 @@ class Tasks:
         task = await self._create_owned(
             lambda: self.create_with_files(manifest, input_values, files)
         )
-        return await self._run(TaskWait(self, task["id"], polling, started=started))
+        return await self._run(TaskWait.after_create(self, task, polling, started))
 
     async def _create_owned(
         self,
