@@ -96,14 +96,6 @@ class Server:
     def reset_stats(self) -> None:
         self._http.post(self.url + "/__emulator/reset-stats").raise_for_status()
 
-    def connections(self, reset: bool = False) -> int | None:
-        """Distinct client connections seen since the last reset (uvicorn launcher only)."""
-        if self.kind != "uvicorn":
-            return None
-        method = "POST" if reset else "GET"
-        response = self._http.request(method, self.url + "/__bench/connections")
-        return int(response.json()["connections"])
-
     def tasks(self) -> dict[str, dict[str, Any]]:
         """The emulator's task table by id (status, stop_requested)."""
         rows = self._http.get(self.url + "/__emulator/tasks").json()["tasks"]

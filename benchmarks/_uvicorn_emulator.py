@@ -15,43 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-from typing import Any
 
 import uvicorn
 
 from oomol_connect_anyio.emulator import Emulator, FaultRule
-
-_CONNECTIONS = "/__bench/connections"
-
-
-class CountingApp:
-    """The emulator's app, plus ``GET|POST /__bench/connections``: how many distinct client
-    connections (ports) sent requests since the last POST, and how many requests."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.ports: set[int] = set()
-        self.requests = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if path.endswith(_CONNECTIONS):
-                if scope["method"] == "POST":
-                    self.ports.clear()
-                    self.requests = 0
-                body = json.dumps({"connections": len(self.ports),
-                                   "requests": self.requests}).encode()
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-            client = scope.get("client")
-            if client:
-                self.ports.add(client[1])
-            self.requests += 1
-        await self.app(scope, receive, send)
 
 
 def main() -> None:
@@ -77,7 +44,7 @@ def main() -> None:
     sock = socket.create_server((args.host, args.port), backlog=2048)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
-        CountingApp(emulator.app),
+        emulator.app,
         http="httptools",
         lifespan="on",
         access_log=False,

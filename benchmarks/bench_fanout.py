@@ -10,7 +10,7 @@
 * floors: the same create / poll / fetch-logs loop with plain httpx and with raw h11.
 
 Reported: wall / ideal (ideal = N / C * T), requests per task and peak active tasks
-(the emulator's counters), distinct TCP connections the server saw (uvicorn launcher),
+(the emulator's counters), distinct TCP connections the server saw (the emulator's counters),
 client CPU (``time.process_time``) and the server's CPU over the same interval (a
 server near 1.0 CPU-second per second is saturated: the run then measures the server).
 The sweep varies the keep-alive pool (``httpx.Limits``) and the transport of this
@@ -198,7 +198,6 @@ def variants(concurrency: int, sweep: bool) -> list[Variant]:
 async def _measure(variant: Variant, server: Server, params: Params) -> dict[str, Any]:
     gc.collect()
     server.reset_stats()
-    server.connections(reset=True)
     with Meter(server) as meter:
         completed = await variant.run(server, params)
     stats = server.stats()
@@ -212,7 +211,7 @@ async def _measure(variant: Variant, server: Server, params: Params) -> dict[str
         "requests_per_task": requests / created,
         "polls_per_task": polls / created,
         "peak_active": stats.get("peak_active"),
-        "connections": server.connections(),
+        "connections": stats.get("connections"),
         "client_cpu_s": meter.cpu,
         "client_cpu_per_request_ms": meter.cpu / max(1, requests) * 1000,
         "server_cpu_s": meter.server_cpu,

@@ -1,0 +1,99 @@
+"""The benchmark scripts run (``--quick``) and report what they must; no timing is asserted.
+
+Every script starts its own emulator process; they run side by side to save time, which
+makes their timings meaningless here: only counts and outcomes are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs")
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--quick",
+             "--json", str(out / f"{name}.json")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for name in SCRIPTS
+    }
+    found = {}
+    for name, process in running.items():
+        output, _ = process.communicate(timeout=180)
+        assert process.returncode == 0, f"bench_{name}.py failed:\n{output[-3000:]}"
+        found[name] = json.loads((out / f"{name}.json").read_text())
+    return found
+
+
+def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The first table's rows by their first cell, each as {column: value}."""
+    table = report["tables"][0]
+    return {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["rows"]}
+
+
+def test_polling_measures_every_variant_and_run_skips_the_needless_poll(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    found = rows(reports["polling"])
+    assert {"ours/asyncio", "ours/trio", "official/asyncio", "httpx floor/asyncio"} <= set(found)
+    for label in ("ours/asyncio", "ours/trio", "official/asyncio"):
+        assert found[label]["poll req/op"] == 1
+        assert found[label]["poll CPU ms"] > 0
+    # An instant task's create answer is terminal: create + logs, no status poll.
+    assert found["ours/asyncio"]["run req/op"] == 2
+    assert found["official/asyncio"]["run req/op"] == 3
+    assert reports["polling"]["goals"]
+
+
+def test_fanout_runs_every_task_of_every_variant(reports: dict[str, dict[str, Any]]) -> None:
+    report = reports["fanout"]
+    found = rows(report)
+    assert {"ours/asyncio", "ours/trio", "official/asyncio"} <= set(found)
+    for label in ("ours/asyncio", "ours/trio"):
+        assert found[label]["TCP conns"] <= report["params"]["concurrency"]
+        assert found[label]["req/task"] >= 3  # create, at least one poll, logs
+
+
+def test_timeout_stops_our_tasks_and_not_the_official_ones(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    found = rows(reports["timeout"])
+    ours = [row for label, row in found.items() if label.startswith("ours")]
+    official = [row for label, row in found.items() if label.startswith("official")]
+    assert ours
+    assert official
+    assert {row["remote task afterwards"] for row in ours} == {"stopped"}
+    assert {row["remote task afterwards"] for row in official} == {"running"}
+
+
+def test_cancel_stops_every_remote_task_of_ours(reports: dict[str, dict[str, Any]]) -> None:
+    found = rows(reports["cancel"])
+    ours = {label: row for label, row in found.items() if label.startswith("ours")}
+    assert ours
+    for label, row in ours.items():
+        stopped, runs = row["remote tasks stopped"].split("/")
+        assert stopped == runs, label
+    assert found["official, asyncio task.cancel()/asyncio"]["remote tasks stopped"].startswith(
+        "0/"
+    )
+
+
+def test_logs_are_delivered_whole_and_once(reports: dict[str, dict[str, Any]]) -> None:
+    found = rows(reports["logs"])
+    delivered = {row["logs delivered"] for row in found.values()}
+    assert len(delivered) == 1
+    assert delivered.pop() > 1000
+    assert found["ours, logs at the end/asyncio"]["log fetches"] == 1
+    assert found["ours, on_log/asyncio"]["log fetches"] > 1
