@@ -21,14 +21,14 @@ async def poll_until(
 ) -> T:
     """Fetch, report, and sleep on ``polling``'s schedule until ``done(state)``.
 
-    ``known`` is a state already in hand (a create answer): when it is done, nothing is
-    fetched.
+    ``known`` is a state already in hand (a create answer): it stands in for the first
+    fetch, so a task that is done when created costs no fetch at all.
     """
-    if known is not None and done(known):
-        await report(known)
-        return known
     for delay in polling.intervals():
-        state = await fetch()
+        if known is None:
+            state = await fetch()
+        else:
+            state, known = known, None
         await report(state)
         if done(state):
             return state

@@ -300,15 +300,22 @@ async def test_create_and_wait_returns_task_with_stats_side_channel(
     assert get_wait_stats({"id": "x"}) is None
 
 
-async def test_a_task_still_running_when_created_is_polled(
+async def test_a_task_still_running_when_created_is_polled_after_one_interval(
     client: OomolConnectClient, emulator: Emulator
 ) -> None:
+    seen: list[str] = []
     result = await client.tasks.run(
-        {"manifest": "demo::sleep", "inputValues": {"seconds": 0.05}}, FAST
+        {"manifest": "demo::sleep", "inputValues": {"seconds": 0.05}},
+        {**FAST, "on_progress": lambda task: seen.append(task["status"])},
     )
     assert result["task"]["status"] == "completed"
-    assert result["stats"]["status_polls"] >= 1
-    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == result["stats"]["status_polls"]
+    polls = result["stats"]["status_polls"]
+    assert polls >= 1
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == polls
+    # The create answer stands in for the first poll: it is reported, then the wait sleeps.
+    assert len(seen) == polls + 1
+    assert seen[0] in ("created", "pending", "running")
+    assert seen[-1] == "completed"
 
 
 async def test_watch_yields_progress_and_logs_in_order(client: OomolConnectClient) -> None:
@@ -351,7 +358,9 @@ async def test_watch_early_break_stops_polling(
     assert emulator.task_status(task["id"]) == "running"  # a watcher never stops the task
 
 
-async def test_install_and_wait_success_and_failure(client: OomolConnectClient) -> None:
+async def test_install_and_wait_success_and_failure(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
     statuses: list[str] = []
     install = await client.packages.install_and_wait(
         "text-tools",
@@ -359,6 +368,10 @@ async def test_install_and_wait_success_and_failure(client: OomolConnectClient) 
     )
     assert install["status"] == "success"
     assert statuses[-1] == "success"
+    # The emulator answers the install with an id only, so install() fetches the task once;
+    # that answer is reported first and stands in for the first poll of the wait.
+    fetches = emulator.stats()["requests"].get("GET /packages/install/{id}", 0)
+    assert len(statuses) == fetches
     names = [p["name"] for p in (await client.packages.list())["packages"]]
     assert "text-tools" in names
     with pytest.raises(InstallFailedError) as info:

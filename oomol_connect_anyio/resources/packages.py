@@ -74,11 +74,13 @@ class Packages:
         """``install`` then ``wait_for_install_completion``."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
         task = await self.install(name, version)
-        if task.get("status") in _TERMINAL:
-            return _check(task)
-        return await self._wait(task["id"], polling)
+        return await self._wait(task["id"], polling, known=task)
 
-    async def _wait(self, task_id: str, polling: Polling) -> InstallTask:
+    async def _wait(
+        self, task_id: str, polling: Polling, known: InstallTask | None = None
+    ) -> InstallTask:
+        """Poll to a terminal status; ``known`` (the install answer) stands in for the first
+        poll."""
         last: list[InstallTask] = []
 
         async def report(task: InstallTask) -> None:
@@ -100,6 +102,7 @@ class Packages:
                 lambda t: t.get("status") in _TERMINAL,
                 polling,
                 report,
+                known,
             )
         return _check(task)
 
