@@ -1,39 +1,72 @@
-"""Keep-alive lanes: many one-connection httpx pools in place of one large pool."""
+"""Keep-alive lanes: one httpcore connection each, in place of httpx's connection pool."""
 
 from __future__ import annotations
 
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 import anyio
+import httpcore
 import httpx
 
-LaneFactory = Callable[[], httpx.AsyncBaseTransport]
+ConnectionFactory = Callable[[httpcore.Origin], httpcore.AsyncConnectionInterface]
+_OriginKey = tuple[bytes, bytes, int]
+
+# httpcore and httpx name their request errors alike; each maps to its namesake.
+_ERROR_NAMES = (
+    "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException",
+    "ConnectError", "ReadError", "WriteError", "NetworkError",
+    "RemoteProtocolError", "LocalProtocolError", "ProtocolError",
+    "UnsupportedProtocol", "ProxyError",
+)
+_HTTPX_ERROR: dict[type[Exception], type[httpx.TransportError]] = {
+    getattr(httpcore, name): getattr(httpx, name) for name in _ERROR_NAMES
+}
+
+
+@contextmanager
+def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """Re-raise httpcore's errors as httpx's, as httpx's own transport does."""
+    try:
+        yield
+    except Exception as exc:
+        for kind in type(exc).__mro__:
+            mapped = _HTTPX_ERROR.get(kind)
+            if mapped is not None:
+                raise mapped(str(exc), request=request) from exc
+        raise
 
 
 class _Lane:
-    """One keep-alive connection: an httpx transport limited to a single connection."""
+    """One keep-alive connection to one origin, used by one request at a time."""
 
-    __slots__ = ("active", "idle_since", "transport")
+    __slots__ = ("connection", "idle_since", "origin")
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self.transport = transport
-        self.active = 0
+    def __init__(self, origin: httpcore.Origin, connection: httpcore.AsyncConnectionInterface):
+        self.origin = origin
+        self.connection = connection
         self.idle_since = 0.0
+
+    @property
+    def reusable(self) -> bool:
+        """Idle, open, and not closed by the server while it waited."""
+        return self.connection.is_idle() and not self.connection.has_expired()
 
 
 class LaneTransport(httpx.AsyncBaseTransport):
-    """Sends each request on an idle lane (one connection), opening lanes up to a limit.
+    """Sends each request on an idle lane (one connection) of its origin, up to ``max_lanes``.
 
-    httpcore's pool re-examines every connection it holds, and asks each idle socket whether
-    it is readable, on every request and every response close, so a poll through a pool of
-    100 connections costs two to three times a sequential one. Lanes keep that work constant:
-    this class only keeps a stack of idle lanes, the most recently used on top, so a
-    sequential caller reuses one warm connection and a burst opens at most ``max_lanes``.
-    Lanes idle for longer than ``keepalive_expiry`` are closed when the next request comes.
-    When every lane is busy a request shares the least busy one (httpx queues it there).
+    httpcore's pool re-examines every connection it holds, and every queued request, on each
+    request and each response close, and takes a lock and a shielded scope for each: a poll
+    through it costs about twice a poll on a bare connection, and more under concurrency.
+    Lanes keep that work constant: idle lanes wait in a stack per origin, the most recently
+    used on top, so a sequential caller reuses one warm connection and a burst opens at most
+    ``max_lanes``; requests beyond that wait, first come first served, for a lane to be
+    free (for at most the request's ``pool`` timeout). Lanes idle for longer than
+    ``keepalive_expiry`` are closed when the next request comes.
     """
 
     def __init__(
@@ -41,16 +74,20 @@ class LaneTransport(httpx.AsyncBaseTransport):
         *,
         max_lanes: int,
         keepalive_expiry: float = 5.0,
-        verify: ssl.SSLContext | bool = True,
-        lane_factory: LaneFactory | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connection_factory: ConnectionFactory | None = None,
     ) -> None:
         if max_lanes < 1:
             raise ValueError(f"max_lanes must be >= 1, not {max_lanes}")
-        self._max_lanes = max_lanes
         self._keepalive_expiry = keepalive_expiry
-        self._new_transport = lane_factory or _one_connection_transport(verify, keepalive_expiry)
+        self._new_connection = connection_factory or (
+            lambda origin: httpcore.AsyncHTTPConnection(
+                origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry
+            )
+        )
+        self._free = anyio.Semaphore(max_lanes, fast_acquire=True)
         self._lanes: set[_Lane] = set()
-        self._idle: deque[_Lane] = deque()  # oldest on the left, most recent on the right
+        self._idle: dict[_OriginKey, deque[_Lane]] = {}  # most recent on the right
 
     @property
     def open_lanes(self) -> int:
@@ -58,77 +95,113 @@ class LaneTransport(httpx.AsyncBaseTransport):
         return len(self._lanes)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._close_stale_lanes()
-        lane = self._take()
+        assert isinstance(request.stream, AsyncIterable)
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        await self._wait_for_a_lane(request)
         try:
-            response = await lane.transport.handle_async_request(request)
+            await self._close_stale_lanes()
+            lane = await self._take(core_request.url.origin)
+        except BaseException:
+            self._free.release()
+            raise
+        try:
+            with _httpx_errors(request):
+                response = await lane.connection.handle_async_request(core_request)
         except BaseException:
             self._give_back(lane)
             raise
-        if response.is_closed:  # its body was read by the lane's transport already
-            self._give_back(lane)
-            return response
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _LaneStream(response.stream, lambda: self._give_back(lane))
-        return response
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_LaneStream(response.stream, request, lambda: self._give_back(lane)),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         lanes, self._lanes = self._lanes, set()
         self._idle.clear()
         with anyio.CancelScope(shield=True):
             for lane in lanes:
-                await lane.transport.aclose()
+                await lane.connection.aclose()
 
-    def _take(self) -> _Lane:
-        if self._idle:
-            lane = self._idle.pop()
-        elif len(self._lanes) < self._max_lanes:
-            lane = _Lane(self._new_transport())
-            self._lanes.add(lane)
-        else:
-            lane = min(self._lanes, key=lambda candidate: candidate.active)
-        lane.active += 1
+    async def _wait_for_a_lane(self, request: httpx.Request) -> None:
+        timeouts = request.extensions.get("timeout", {})
+        with anyio.move_on_after(timeouts.get("pool")) as scope:
+            await self._free.acquire()
+        if scope.cancelled_caught:
+            raise httpx.PoolTimeout("no connection was free in time", request=request)
+
+    async def _take(self, origin: httpcore.Origin) -> _Lane:
+        idle = self._idle.get(_key(origin))
+        while idle:
+            lane = idle.pop()
+            if lane.reusable:
+                return lane
+            await self._close(lane)
+        lane = _Lane(origin, self._new_connection(origin))
+        self._lanes.add(lane)
         return lane
 
     def _give_back(self, lane: _Lane) -> None:
-        lane.active -= 1
-        if lane.active == 0 and lane in self._lanes:
-            lane.idle_since = time.monotonic()
-            self._idle.append(lane)
+        self._free.release()
+        if lane not in self._lanes:  # closed by aclose() meanwhile
+            return
+        if lane.connection.is_closed():  # httpcore closed it (an error, Connection: close)
+            self._lanes.discard(lane)
+            return
+        lane.idle_since = time.monotonic()
+        self._idle.setdefault(_key(lane.origin), deque()).append(lane)
 
     async def _close_stale_lanes(self) -> None:
         cutoff = time.monotonic() - self._keepalive_expiry
-        while self._idle and self._idle[0].idle_since < cutoff:
-            lane = self._idle.popleft()
-            self._lanes.remove(lane)
-            with anyio.CancelScope(shield=True):
-                await lane.transport.aclose()
+        for idle in self._idle.values():
+            while idle and idle[0].idle_since < cutoff:
+                await self._close(idle.popleft())
+
+    async def _close(self, lane: _Lane) -> None:
+        self._lanes.discard(lane)
+        with anyio.CancelScope(shield=True):
+            await lane.connection.aclose()
 
 
 class _LaneStream(httpx.AsyncByteStream):
-    """A response body that hands its lane back once, when closed."""
+    """A response body that maps httpcore's errors and hands its lane back once, when closed."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+    def __init__(
+        self, stream: AsyncIterable[bytes], request: httpx.Request, release: Callable[[], None]
+    ) -> None:
         self._stream = stream
+        self._request = request
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        with _httpx_errors(self._request):
+            async for chunk in self._stream:
+                yield chunk
 
     async def aclose(self) -> None:
         try:
-            await self._stream.aclose()
+            close = getattr(self._stream, "aclose", None)
+            if close is not None:
+                await close()
         finally:
             release, self._release = self._release, None
             if release is not None:
                 release()
 
 
-def _one_connection_transport(
-    verify: ssl.SSLContext | bool, keepalive_expiry: float
-) -> LaneFactory:
-    limits = httpx.Limits(
-        max_connections=1, max_keepalive_connections=1, keepalive_expiry=keepalive_expiry
-    )
-    return lambda: httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+def _key(origin: httpcore.Origin) -> _OriginKey:
+    """``httpcore.Origin`` is not hashable: its parts are."""
+    return (origin.scheme, origin.host, origin.port)

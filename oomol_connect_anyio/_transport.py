@@ -12,7 +12,6 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -119,7 +118,7 @@ def _owned_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClie
     """
     verify = _default_ssl_context()
     if transport is None and not urllib.request.getproxies():
-        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, verify=verify)
+        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, ssl_context=verify)
     return httpx.AsyncClient(
         transport=transport,
         verify=verify,
@@ -162,23 +161,11 @@ class Transport:
         self.metrics = ClientMetrics()
         self._owns_client = http_client is None
         self._client = http_client or _owned_client(transport)
-        # Requests beyond the pool wait here, in a FIFO, rather than in httpcore's
-        # queue, which is rescanned on every event (hundreds of waits stall on it).
-        self._slots: anyio.Semaphore | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP client, unless the caller owns it."""
         if self._owns_client:
             await self._client.aclose()
-
-    def _slot(self) -> AbstractAsyncContextManager[Any]:
-        """A pool slot for one request (made lazily: it needs the event loop)."""
-        if not self._owns_client:
-            return nullcontext()
-        if self._slots is None:
-            # fast_acquire: no trip through the event loop while a slot is free.
-            self._slots = anyio.Semaphore(MAX_CONNECTIONS, fast_acquire=True)
-        return self._slots
 
     def url(self, route: str, params: tuple[str, ...]) -> str:
         path = route.format(id=encode_path_param(params[0])) if params else route
@@ -203,7 +190,12 @@ class Transport:
         """
         url = self.url(route, params)
         retries = self.retry.max_retries if retry else 0
-        limits = self._timeout if request_timeout is None else httpx.Timeout(request_timeout)
+        # A request_timeout bounds the exchange; waiting for a free connection does not count.
+        limits = (
+            self._timeout
+            if request_timeout is None
+            else httpx.Timeout(request_timeout, pool=None)
+        )
         headers, content = self._encode(json_body, multipart)
         label = f"{method} {route}"
         attempt = 0
@@ -212,15 +204,9 @@ class Transport:
                 await call(self._on_request, RequestEvent(method, label, url, attempt))
             started = time.monotonic()
             try:
-                async with self._slot():
-                    response = await self._client.request(
-                        method,
-                        url,
-                        content=content,
-                        headers=headers,
-                        auth=self._auth,
-                        timeout=limits,
-                    )
+                response = await self._client.request(
+                    method, url, content=content, headers=headers, auth=self._auth, timeout=limits
+                )
             except httpx.RequestError as exc:
                 await self._responded(label, url, attempt, started, None, exc)
                 # TransportError is worth a retry; TooManyRedirects and DecodingError

@@ -1,10 +1,13 @@
-"""Keep-alive lanes: one-connection pools handed out most-recent-first, up to a limit."""
+"""Keep-alive lanes: bare httpcore connections handed out most-recent-first, up to a limit."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import AsyncIterator
 
 import anyio
+import httpcore
 import httpx
 import pytest
 
@@ -15,60 +18,101 @@ from oomol_connect_anyio.emulator import Emulator, serve_emulator
 pytestmark = pytest.mark.anyio
 
 
-class FakeLane(httpx.AsyncBaseTransport):
-    """Answers with its own number; holds answers while its owner's ``release`` is set."""
+class FakeConnection(httpcore.AsyncConnectionInterface):
+    """Answers with its own number and origin; holds answers while its owner's ``release`` is
+    set. ``fail`` raises httpcore's ``ConnectError`` (and leaves it closed, like a failed
+    connect); ``fail_body`` raises ``ReadError`` while the body is read."""
 
-    def __init__(self, number: int, owner: Lanes) -> None:
+    def __init__(self, number: int, origin: httpcore.Origin, owner: Lanes) -> None:
         self.number = number
+        self.origin = origin
         self.owner = owner
         self.fail = owner.fail
+        self.fail_body = False
+        self.busy = False
         self.closed = False
+        self.expired = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        release = self.owner.arrived()
-        if release is not None:
-            await release.wait()
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        assert not self.busy, "a lane carries one request at a time"
+        assert request.url.origin == self.origin
+        self.busy = True
+        try:
+            release = self.owner.arrived()
+            if release is not None:
+                await release.wait()
+        except BaseException:  # cancelled while held
+            self.busy = False
+            raise
         if self.fail:
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200, json={"lane": self.number})
+            self.busy, self.closed = False, True
+            raise httpcore.ConnectError("refused")
+        body = json.dumps({"lane": self.number}).encode()
+        return httpcore.Response(200, content=self._body(body))
+
+    async def _body(self, body: bytes) -> AsyncIterator[bytes]:
+        try:
+            if self.fail_body:
+                self.closed = True
+                raise httpcore.ReadError("connection reset")
+            yield body
+        finally:
+            self.busy = False
 
     async def aclose(self) -> None:
         self.closed = True
 
+    def can_handle_request(self, origin: httpcore.Origin) -> bool:
+        return origin == self.origin
+
+    def is_available(self) -> bool:
+        return self.is_idle()
+
+    def has_expired(self) -> bool:
+        return self.expired
+
+    def is_idle(self) -> bool:
+        return not self.busy and not self.closed
+
+    def is_closed(self) -> bool:
+        return self.closed
+
 
 class Lanes:
-    """A ``LaneTransport`` over ``FakeLane`` s, and the lanes it made."""
+    """A ``LaneTransport`` over ``FakeConnection`` s, and the connections it made."""
 
     def __init__(self, max_lanes: int = 4, keepalive_expiry: float = 60.0) -> None:
-        self.made: list[FakeLane] = []
+        self.made: list[FakeConnection] = []
         self.release: anyio.Event | None = None
         self.expected = 0
         self.all_in = anyio.Event()
         self.fail = False
         self.transport = LaneTransport(
-            max_lanes=max_lanes, keepalive_expiry=keepalive_expiry, lane_factory=self._make
+            max_lanes=max_lanes, keepalive_expiry=keepalive_expiry, connection_factory=self._make
         )
         self.client = httpx.AsyncClient(transport=self.transport, base_url="http://lanes.test")
 
-    def _make(self) -> FakeLane:
-        lane = FakeLane(len(self.made), self)
-        self.made.append(lane)
-        return lane
+    def _make(self, origin: httpcore.Origin) -> FakeConnection:
+        connection = FakeConnection(len(self.made), origin, self)
+        self.made.append(connection)
+        return connection
 
-    async def lane_of_get(self) -> int:
-        response = await self.client.get("/")
+    async def lane_of_get(self, url: str = "/", **kwargs: object) -> int:
+        response = await self.client.get(url, **kwargs)  # type: ignore[arg-type]
         return int(response.json()["lane"])
 
     def arrived(self) -> anyio.Event | None:
-        """A request reached a lane: what it must wait for, if anything."""
+        """A request reached a connection: what it must wait for, if anything."""
         self.expected -= 1
         if self.expected == 0:
             self.all_in.set()
         return self.release
 
-    async def held_gets(self, count: int) -> list[int]:
-        """``count`` requests in flight at once; their lanes once all were answered."""
-        self.release, self.expected, self.all_in = anyio.Event(), count, anyio.Event()
+    async def held_gets(self, count: int, arriving: int | None = None) -> list[int]:
+        """``count`` requests at once, held until ``arriving`` of them (all, by default)
+        reached a connection; their lanes once all were answered."""
+        self.release, self.all_in = anyio.Event(), anyio.Event()
+        self.expected = count if arriving is None else arriving
         lanes: list[int] = []
 
         async def one() -> None:
@@ -99,30 +143,74 @@ async def test_concurrent_requests_open_one_lane_each_then_reuse_the_latest() ->
     assert lanes.transport.open_lanes == 3
 
 
-async def test_beyond_max_lanes_requests_share_the_least_busy_lane() -> None:
+async def test_beyond_max_lanes_requests_wait_for_a_free_lane() -> None:
     lanes = Lanes(max_lanes=2)
-    used = await lanes.held_gets(5)
-    assert lanes.transport.open_lanes == 2
-    assert sorted(used) in ([0, 0, 0, 1, 1], [0, 0, 1, 1, 1])
+    # Only two requests can reach a connection; the other three wait, then reuse the two.
+    used = await lanes.held_gets(5, arriving=2)
+    assert len(lanes.made) == 2
+    assert sorted(set(used)) == [0, 1]
+    assert len(used) == 5
 
 
-async def test_a_failed_request_gives_its_lane_back() -> None:
-    lanes = Lanes()
-    lanes.fail = True
-    with pytest.raises(httpx.ConnectError):
-        await lanes.lane_of_get()
-    lanes.made[0].fail = False
+async def test_waiting_for_a_lane_longer_than_the_pool_timeout_is_a_pool_timeout() -> None:
+    lanes = Lanes(max_lanes=1)
+    lanes.release, lanes.expected = anyio.Event(), 1
+    async with anyio.create_task_group() as group:
+        group.start_soon(lanes.lane_of_get)
+        await lanes.all_in.wait()
+        with pytest.raises(httpx.PoolTimeout):
+            await lanes.lane_of_get(timeout=httpx.Timeout(5, pool=0.01))
+        lanes.release.set()
+    assert len(lanes.made) == 1
     assert await lanes.lane_of_get() == 0
+
+
+async def test_each_origin_has_its_own_lanes() -> None:
+    lanes = Lanes()
+    assert await lanes.lane_of_get("http://a.test/") == 0
+    assert await lanes.lane_of_get("https://a.test/") == 1
+    assert await lanes.lane_of_get("http://a.test:8080/") == 2
+    assert await lanes.lane_of_get("http://a.test/x") == 0
+    assert [c.origin.port for c in lanes.made] == [80, 443, 8080]
+
+
+async def test_a_failed_request_closes_its_lane_and_frees_its_place() -> None:
+    lanes = Lanes(max_lanes=1)
+    lanes.fail = True
+    for _ in range(3):  # each failure frees the only place; none is left hanging
+        with pytest.raises(httpx.ConnectError, match="refused"):
+            await lanes.lane_of_get()
+    lanes.fail = False
+    assert await lanes.lane_of_get() == 3
+    assert lanes.transport.open_lanes == 1
+
+
+async def test_an_error_while_reading_the_body_is_an_httpx_error() -> None:
+    lanes = Lanes(max_lanes=1)
+    assert await lanes.lane_of_get() == 0
+    lanes.made[0].fail_body = True
+    with pytest.raises(httpx.ReadError, match="connection reset"):
+        await lanes.lane_of_get()
+    assert await lanes.lane_of_get() == 1  # the broken connection was not reused
     assert lanes.transport.open_lanes == 1
 
 
 async def test_a_cancelled_request_gives_its_lane_back() -> None:
-    lanes = Lanes()
+    lanes = Lanes(max_lanes=1)
     lanes.release = anyio.Event()  # never set: the request hangs until cancelled
     with anyio.move_on_after(0.05):
         await lanes.lane_of_get()
     lanes.release = None
     assert await lanes.lane_of_get() == 0
+    assert lanes.transport.open_lanes == 1
+
+
+async def test_a_connection_the_server_closed_is_not_reused() -> None:
+    lanes = Lanes()
+    assert await lanes.lane_of_get() == 0
+    lanes.made[0].expired = True  # what httpcore reports once the idle socket is readable
+    assert await lanes.lane_of_get() == 1
+    assert lanes.made[0].closed
     assert lanes.transport.open_lanes == 1
 
 
@@ -142,6 +230,13 @@ async def test_aclose_closes_every_lane() -> None:
     await lanes.client.aclose()
     assert [lane.closed for lane in lanes.made] == [True, True, True]
     assert lanes.transport.open_lanes == 0
+
+
+async def test_an_unsupported_scheme_is_refused_before_any_connection() -> None:
+    lanes = Lanes()
+    with pytest.raises(httpx.UnsupportedProtocol, match="ftp"):
+        await lanes.transport.handle_async_request(httpx.Request("GET", "ftp://a.test/"))
+    assert lanes.made == []
 
 
 def test_max_lanes_must_be_positive() -> None:
