@@ -137,6 +137,12 @@ class LaneTransport(httpx.AsyncBaseTransport):
                 await lane.connection.aclose()
 
     async def _wait_for_a_lane(self, request: httpx.Request) -> None:
+        try:
+            self._free.acquire_nowait()  # the common case costs no cancel scope
+        except anyio.WouldBlock:
+            pass
+        else:
+            return
         timeouts = request.extensions.get("timeout", {})
         with anyio.move_on_after(timeouts.get("pool")) as scope:
             await self._free.acquire()

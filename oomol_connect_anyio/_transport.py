@@ -30,6 +30,7 @@ from ._errors import (
 from ._lanes import LaneTransport
 from ._metrics import ClientMetrics, RequestEvent, ResponseEvent, current_tally
 from ._multipart import MultipartBody
+from ._senders import ClientSender, Origin, Sender, TransportSender, origin_of
 from ._version import __version__
 
 logger = logging.getLogger("oomol_connect_anyio")
@@ -93,38 +94,30 @@ def _default_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class _TokenAuth(httpx.Auth):
-    """Adds the raw token, and only to requests for the configured origin."""
+def _sender(
+    http_client: httpx.AsyncClient | None,
+    transport: httpx.AsyncBaseTransport | None,
+    token: str | None,
+    origin: Origin,
+) -> Sender:
+    """The caller's client or transport, else keep-alive lanes.
 
-    def __init__(self, token: str, origin: tuple[str, str, int | None]) -> None:
-        self._token = token
-        self._origin = origin
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        url = request.url
-        if (url.scheme, url.host, url.port) == self._origin:
-            request.headers["Authorization"] = self._token
-        yield request
-
-    def __repr__(self) -> str:
-        return "<token redacted>"
-
-
-def _owned_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    """The client's own httpx client: on keep-alive lanes unless a transport is given.
-
-    With a proxy configured in the environment httpx's own pool is kept, as it is the one
+    With a proxy configured in the environment an httpx client is used, as httpx is the one
     that routes through proxies.
     """
-    verify = _default_ssl_context()
-    if transport is None and not urllib.request.getproxies():
-        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, ssl_context=verify)
-    return httpx.AsyncClient(
-        transport=transport,
-        verify=verify,
-        follow_redirects=True,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
-    )
+    if http_client is not None:
+        return ClientSender(http_client, token, origin, owned=False)
+    if transport is None and urllib.request.getproxies():
+        verify = _default_ssl_context()
+        client = httpx.AsyncClient(
+            verify=verify,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
+        )
+        return ClientSender(client, token, origin, owned=True)
+    if transport is None:
+        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, ssl_context=_default_ssl_context())
+    return TransportSender(transport, token, origin)
 
 
 class Transport:
@@ -143,29 +136,27 @@ class Transport:
         on_request: Callable[[RequestEvent], Any] | None = None,
         on_response: Callable[[ResponseEvent], Any] | None = None,
     ) -> None:
-        url = httpx.URL(base_url)
         self._on_request = on_request
         self._on_response = on_response
         self.base_url = base_url.rstrip("/")
-        # Without a token the caller's own http_client auth (if any) applies.
-        origin = (url.scheme, url.host, url.port)
-        self._auth: Any = _TokenAuth(token, origin) if token else httpx.USE_CLIENT_DEFAULT
         # httpx.Headers merges case-insensitively: a caller's "content-type" default
         # must be replaced by the request's own, not sent as a second header.
         self._headers = httpx.Headers(
-            {"Accept": "application/json", "User-Agent": f"oomol-connect-anyio/{__version__}"}
+            {
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+                "User-Agent": f"oomol-connect-anyio/{__version__}",
+            }
         )
         self._headers.update(headers)
         self._timeout = timeout
         self.retry = retry
         self.metrics = ClientMetrics()
-        self._owns_client = http_client is None
-        self._client = http_client or _owned_client(transport)
+        self._sender = _sender(http_client, transport, token, origin_of(httpx.URL(base_url)))
 
     async def aclose(self) -> None:
-        """Close the HTTP client, unless the caller owns it."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the HTTP client or transport, unless the caller owns the client."""
+        await self._sender.aclose()
 
     def url(self, route: str, params: tuple[str, ...]) -> str:
         path = route.format(id=encode_path_param(params[0])) if params else route
@@ -204,9 +195,7 @@ class Transport:
                 await call(self._on_request, RequestEvent(method, label, url, attempt))
             started = time.monotonic()
             try:
-                response = await self._client.request(
-                    method, url, content=content, headers=headers, auth=self._auth, timeout=limits
-                )
+                response = await self._sender.send(method, url, headers, content, limits)
             except httpx.RequestError as exc:
                 await self._responded(label, url, attempt, started, None, exc)
                 # TransportError is worth a retry; TooManyRedirects and DecodingError

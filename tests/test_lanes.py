@@ -13,6 +13,7 @@ import pytest
 
 from oomol_connect_anyio import OomolConnectClient
 from oomol_connect_anyio._lanes import LaneTransport
+from oomol_connect_anyio._senders import ClientSender, TransportSender
 from oomol_connect_anyio.emulator import Emulator, serve_emulator
 
 pytestmark = pytest.mark.anyio
@@ -271,15 +272,12 @@ def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _transport_for(client: OomolConnectClient) -> httpx.AsyncBaseTransport:
-    http = client._transport._client
-    return http._transport_for_url(httpx.URL(client.base_url))
-
-
 async def test_an_owned_client_sends_on_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
     _clear_proxies(monkeypatch)
     async with OomolConnectClient(base_url="http://connect.test/api") as client:
-        assert isinstance(_transport_for(client), LaneTransport)
+        sender = client._transport._sender
+        assert isinstance(sender, TransportSender)
+        assert isinstance(sender._transport, LaneTransport)
 
 
 async def test_a_proxy_in_the_environment_keeps_httpx_pool(
@@ -288,4 +286,7 @@ async def test_a_proxy_in_the_environment_keeps_httpx_pool(
     _clear_proxies(monkeypatch)
     monkeypatch.setenv("ALL_PROXY", "http://proxy.invalid:3128")
     async with OomolConnectClient(base_url="http://connect.test/api") as client:
-        assert isinstance(_transport_for(client), httpx.AsyncHTTPTransport)
+        sender = client._transport._sender
+        assert isinstance(sender, ClientSender)
+        proxied = sender._client._transport_for_url(httpx.URL(client.base_url))
+        assert isinstance(proxied, httpx.AsyncHTTPTransport)
