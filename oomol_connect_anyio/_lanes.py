@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -64,9 +64,10 @@ class LaneTransport(httpx.AsyncBaseTransport):
     through it costs about twice a poll on a bare connection, and more under concurrency.
     Lanes keep that work constant: idle lanes wait in a stack per origin, the most recently
     used on top, so a sequential caller reuses one warm connection and a burst opens at most
-    ``max_lanes``; requests beyond that wait, first come first served, for a lane to be
-    free (for at most the request's ``pool`` timeout). Lanes idle for longer than
-    ``keepalive_expiry`` are closed when the next request comes.
+    ``max_lanes`` (open connections never exceed it); requests beyond that wait, first come
+    first served, for a lane to be free (for at most the request's ``pool`` timeout). Lanes
+    idle for longer than ``keepalive_expiry``, or closed by the server, are closed when the
+    next request comes.
     """
 
     def __init__(
@@ -85,7 +86,9 @@ class LaneTransport(httpx.AsyncBaseTransport):
                 origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry
             )
         )
+        self._max_lanes = max_lanes
         self._free = anyio.Semaphore(max_lanes, fast_acquire=True)
+        self._closed = False
         self._lanes: set[_Lane] = set()
         self._idle: dict[_OriginKey, deque[_Lane]] = {}  # most recent on the right
 
@@ -95,6 +98,8 @@ class LaneTransport(httpx.AsyncBaseTransport):
         return len(self._lanes)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("cannot send a request: the transport has been closed")
         assert isinstance(request.stream, AsyncIterable)
         url = request.url
         if url.scheme not in ("http", "https"):
@@ -110,7 +115,6 @@ class LaneTransport(httpx.AsyncBaseTransport):
         )
         await self._wait_for_a_lane(request)
         try:
-            await self._close_stale_lanes()
             lane = await self._take(core_request.url.origin)
         except BaseException:
             self._free.release()
@@ -118,10 +122,10 @@ class LaneTransport(httpx.AsyncBaseTransport):
         try:
             with _httpx_errors(request):
                 response = await lane.connection.handle_async_request(core_request)
+            assert isinstance(response.stream, AsyncIterable)
         except BaseException:
-            self._give_back(lane)
+            await self._give_back(lane)
             raise
-        assert isinstance(response.stream, AsyncIterable)
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
@@ -130,6 +134,8 @@ class LaneTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        """Close every lane; a request still in flight closes its own when it ends."""
+        self._closed = True
         lanes, self._lanes = self._lanes, set()
         self._idle.clear()
         with anyio.CancelScope(shield=True):
@@ -150,31 +156,40 @@ class LaneTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("no connection was free in time", request=request)
 
     async def _take(self, origin: httpcore.Origin) -> _Lane:
+        """The origin's most recent reusable idle lane, else a new one; closes stale lanes,
+        and an idle lane of another origin when ``max_lanes`` are open."""
+        await self._close_stale_lanes()
         idle = self._idle.get(_key(origin))
         while idle:
             lane = idle.pop()
             if lane.reusable:
                 return lane
             await self._close(lane)
+        if len(self._lanes) >= self._max_lanes:  # every other open lane is idle elsewhere
+            oldest = min((q for q in self._idle.values() if q), key=lambda q: q[0].idle_since)
+            await self._close(oldest.popleft())
         lane = _Lane(origin, self._new_connection(origin))
         self._lanes.add(lane)
         return lane
 
-    def _give_back(self, lane: _Lane) -> None:
+    async def _give_back(self, lane: _Lane) -> None:
+        """Free the lane's place; keep its connection only if it can carry another request."""
         self._free.release()
-        if lane not in self._lanes:  # closed by aclose() meanwhile
-            return
-        if lane.connection.is_closed():  # httpcore closed it (an error, Connection: close)
-            self._lanes.discard(lane)
-            return
-        lane.idle_since = time.monotonic()
-        self._idle.setdefault(_key(lane.origin), deque()).append(lane)
+        connection = lane.connection
+        if lane in self._lanes and connection.is_idle() and not connection.is_closed():
+            lane.idle_since = time.monotonic()
+            self._idle.setdefault(_key(lane.origin), deque()).append(lane)
+        else:  # closed by httpcore, cut short, or left over from aclose()
+            await self._close(lane)
 
     async def _close_stale_lanes(self) -> None:
         cutoff = time.monotonic() - self._keepalive_expiry
+        stale = []
         for idle in self._idle.values():
             while idle and idle[0].idle_since < cutoff:
-                await self._close(idle.popleft())
+                stale.append(idle.popleft())
+        for lane in stale:  # closed once collected: closing lets other requests run
+            await self._close(lane)
 
     async def _close(self, lane: _Lane) -> None:
         self._lanes.discard(lane)
@@ -186,11 +201,14 @@ class _LaneStream(httpx.AsyncByteStream):
     """A response body that maps httpcore's errors and hands its lane back once, when closed."""
 
     def __init__(
-        self, stream: AsyncIterable[bytes], request: httpx.Request, release: Callable[[], None]
+        self,
+        stream: AsyncIterable[bytes],
+        request: httpx.Request,
+        release: Callable[[], Awaitable[None]],
     ) -> None:
         self._stream = stream
         self._request = request
-        self._release: Callable[[], None] | None = release
+        self._release: Callable[[], Awaitable[None]] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _httpx_errors(self._request):
@@ -205,7 +223,7 @@ class _LaneStream(httpx.AsyncByteStream):
         finally:
             release, self._release = self._release, None
             if release is not None:
-                release()
+                await release()
 
 
 def _key(origin: httpcore.Origin) -> _OriginKey:

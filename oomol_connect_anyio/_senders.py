@@ -93,7 +93,7 @@ class TransportSender:
         redirects = 0
         while True:
             request = httpx.Request(
-                method, target, headers=self._with_token(target, headers), content=content,
+                method, target, headers=self._headers_for(target, headers), content=content,
                 extensions=extensions,
             )
             response = await self._exchange(request)
@@ -115,8 +115,15 @@ class TransportSender:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    def _with_token(self, url: httpx.URL, headers: httpx.Headers) -> httpx.Headers:
-        if self._token is None or origin_of(url) != self._origin:
+    def _headers_for(self, url: httpx.URL, headers: httpx.Headers) -> httpx.Headers:
+        """The token goes to the configured origin only, and so does a caller's Cookie."""
+        if origin_of(url) != self._origin:
+            if "Cookie" not in headers:
+                return headers
+            headers = headers.copy()
+            del headers["Cookie"]
+            return headers
+        if self._token is None:
             return headers
         headers = headers.copy()
         headers["Authorization"] = self._token

@@ -61,6 +61,11 @@ class FakeConnection(httpcore.AsyncConnectionInterface):
             self.busy = False
 
     async def aclose(self) -> None:
+        if self.busy:  # like httpcore's connection while it connects: nothing to close yet
+            return
+        if self.owner.closing is not None:  # a real close lets other tasks run meanwhile
+            self.owner.close_started.set()
+            await self.owner.closing.wait()
         self.closed = True
 
     def can_handle_request(self, origin: httpcore.Origin) -> bool:
@@ -88,6 +93,8 @@ class Lanes:
         self.expected = 0
         self.all_in = anyio.Event()
         self.fail = False
+        self.closing: anyio.Event | None = None
+        self.close_started = anyio.Event()
         self.transport = LaneTransport(
             max_lanes=max_lanes, keepalive_expiry=keepalive_expiry, connection_factory=self._make
         )
@@ -223,6 +230,46 @@ async def test_lanes_idle_beyond_keepalive_are_closed_on_the_next_request() -> N
     assert lanes.made[0].closed
     assert not lanes.made[1].closed
     assert lanes.transport.open_lanes == 1
+
+
+async def test_closing_stale_lanes_lets_other_origins_come_and_go() -> None:
+    lanes = Lanes(keepalive_expiry=0.0)
+    assert await lanes.lane_of_get("http://a.test/") == 0
+    await anyio.sleep(0.01)
+    closing = lanes.closing = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(lanes.lane_of_get, "http://a.test/")  # closing stale lane 0: held
+        with anyio.fail_after(5):
+            await lanes.close_started.wait()
+        lanes.closing = None
+        with anyio.fail_after(5):
+            assert await lanes.lane_of_get("http://b.test/") == 1  # a new origin's lane
+        closing.set()
+    assert lanes.made[0].closed
+    assert lanes.transport.open_lanes == 2
+
+
+async def test_open_connections_never_exceed_max_lanes_across_origins() -> None:
+    lanes = Lanes(max_lanes=2)
+    for number, host in enumerate(["a", "b", "c"]):
+        assert await lanes.lane_of_get(f"http://{host}.test/") == number
+    assert lanes.transport.open_lanes == 2
+    assert [c.closed for c in lanes.made] == [True, False, False]  # the oldest idle lane
+
+
+async def test_a_connection_still_opening_when_the_transport_closes_is_closed_after_it() -> None:
+    lanes = Lanes()
+    lanes.release, lanes.expected = anyio.Event(), 1
+    async with anyio.create_task_group() as group:
+        group.start_soon(lanes.lane_of_get)
+        await lanes.all_in.wait()
+        await lanes.transport.aclose()
+        assert not lanes.made[0].closed  # httpcore cannot close a connection mid-connect
+        lanes.release.set()
+    assert lanes.made[0].closed  # ... so the lane closes it once its request is over
+    with pytest.raises(RuntimeError, match="closed"):
+        await lanes.lane_of_get()
+    assert len(lanes.made) == 1
 
 
 async def test_aclose_closes_every_lane() -> None:

@@ -170,3 +170,15 @@ async def test_only_an_owned_client_is_closed() -> None:
     assert not client.is_closed
     await ClientSender(client, TOKEN, origin_of(BASE), owned=True).aclose()
     assert client.is_closed
+
+
+async def test_a_callers_cookie_does_not_follow_a_redirect_to_another_origin() -> None:
+    ours = Recorder(redirect(302, "http://other.test/moved"))
+    headers = httpx.Headers({"Cookie": "sid=1"})
+    await TransportSender(ours, TOKEN, origin_of(BASE)).send(
+        "GET", "http://connect.test/api/v1/tasks", headers, None, httpx.Timeout(5)
+    )
+    first, moved = ours.seen
+    assert first.headers["cookie"] == "sid=1"
+    assert "cookie" not in moved.headers
+    assert headers["cookie"] == "sid=1"  # the caller's headers are untouched
