@@ -289,8 +289,9 @@ def main(argv: list[str] | None = None) -> Report:
     report.notes.append(
         "'server busy' is the emulator's CPU seconds per wall second (1.0 = one core "
         "saturated); 'TCP conns' counts distinct client ports the server saw. 'ours' is the "
-        "default client: one-connection keep-alive lanes (oomol_connect_anyio/_lanes.py) "
-        "over httpx; 'on httpx's pool a/b' passes http_client=httpx.AsyncClient(limits="
+        "default client: requests built by the client and sent straight onto keep-alive "
+        "lanes, bare httpcore connections (oomol_connect_anyio/_senders.py, _lanes.py); "
+        "'on httpx's pool a/b' passes http_client=httpx.AsyncClient(limits="
         "httpx.Limits(max_connections=a, max_keepalive_connections=b)) instead (100/20 was "
         "the default before the lanes); 'gated n' is such a client (n/n) whose requests "
         "first wait in an anyio.CapacityLimiter(n) (GatedClient); 'ours+lean' uses the "
