@@ -38,7 +38,7 @@ def main() -> None:
         except TaskFailedError as exc:
             print("TaskFailedError:", exc)
 
-        # Plain threads share one client (and its connection pool).
+        # Plain threads share one client (and its keep-alive connections).
         def shout(text: str) -> str:
             request: CreateTaskRequest = {"manifest": "demo::upper", "inputValues": {"text": text}}
             return str(client.tasks.run(request, POLLING)["result"]["text"])
