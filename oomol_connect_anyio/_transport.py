@@ -107,17 +107,17 @@ def _sender(
     """
     if http_client is not None:
         return ClientSender(http_client, token, origin, owned=False)
-    if transport is None and urllib.request.getproxies():
-        verify = _default_ssl_context()
+    if transport is not None:
+        return TransportSender(transport, token, origin)
+    if urllib.request.getproxies():
         client = httpx.AsyncClient(
-            verify=verify,
+            verify=_default_ssl_context(),
             follow_redirects=True,
             limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
         )
         return ClientSender(client, token, origin, owned=True)
-    if transport is None:
-        transport = LaneTransport(max_lanes=MAX_CONNECTIONS, ssl_context=_default_ssl_context())
-    return TransportSender(transport, token, origin)
+    lanes = LaneTransport(max_lanes=MAX_CONNECTIONS, ssl_context=_default_ssl_context())
+    return TransportSender(lanes, token, origin)
 
 
 class Transport:
