@@ -6,6 +6,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     ConnectionError,
+    HookError,
     InstallFailedError,
     InvalidResponseError,
     NotFoundError,
@@ -17,6 +18,8 @@ from ._errors import (
     TaskFailedError,
     TaskStoppedError,
     TimeoutError,
+    UploadChangedError,
+    UploadError,
 )
 from ._inputs import normalize_input_values
 from ._logs import extract_result
@@ -60,6 +63,7 @@ __all__ = [
     "ConnectionError",
     "CreateTaskRequest",
     "Flow",
+    "HookError",
     "InputValue",
     "InstallFailedError",
     "InstallTask",
@@ -95,6 +99,8 @@ __all__ = [
     "TaskStatus",
     "TaskStoppedError",
     "TimeoutError",
+    "UploadChangedError",
+    "UploadError",
     "WaitStats",
     "__version__",
     "extract_result",

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 
+from ._lanes import DEFAULT_LIMITS, check_limits
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
-from ._transport import RetryPolicy, Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, RetryPolicy, Transport
 from ._types import ClientOptions
 from .resources.blocks import Blocks
 from .resources.flows import Flows
@@ -49,6 +50,52 @@ def _check_base_url(base_url: object) -> str:
     return base_url
 
 
+def _check_token(token: object) -> str | None:
+    """The token without surrounding whitespace (a file's trailing newline), or ``None``.
+
+    Refused when it holds a control or non-ASCII character: it could not travel in an HTTP
+    header, and h11 would quote it in its error. The message never contains the token.
+    """
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"api_token must be a string, not {type(token).__name__}")
+    token = token.strip()
+    if not token.isascii() or any(not 32 <= ord(char) < 127 for char in token):
+        raise ValueError(
+            "api_token contains a control or non-ASCII character; an HTTP header cannot "
+            "carry it (check how the token was read or pasted)"
+        )
+    return token or None
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's default headers, refused (naming the header, not its value) when one
+    could not be sent."""
+    checked = dict(headers or {})
+    for name, value in checked.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("default_headers must map header names to string values")
+        if not name or not name.isascii() or any(not 33 <= ord(c) < 127 or c == ":" for c in name):
+            raise ValueError(f"default_headers: {name!r} is not a valid header name")
+        if not value.isascii() or any(not 32 <= ord(c) < 127 and c != "\t" for c in value):
+            raise ValueError(
+                f"default_headers: the value of {name!r} contains a control or non-ASCII "
+                "character"
+            )
+        if name.lower() == "authorization":
+            raise ValueError("pass the token as api_token, not in default_headers")
+    return checked
+
+
+def _check_max_response_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_response_bytes must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"max_response_bytes must be >= 1, not {value}")
+    return value
+
+
 def _check_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout
@@ -67,10 +114,15 @@ class OomolConnectClient:
     """An async client for one Oomol Connect server; use it with ``async with``.
 
     Arguments left out are read from ``OOMOL_CONNECT_BASE_URL`` and
-    ``OOMOL_CONNECT_TOKEN``. Pass ``http_client`` (never closed here) or
-    ``transport`` to bring your own proxies, TLS or test transport.
-    ``on_request``/``on_response`` (plain or async) see every HTTP attempt,
-    never its headers: a place for tracing and metrics.
+    ``OOMOL_CONNECT_TOKEN``; the token is stripped of surrounding whitespace. Pass
+    ``http_client`` (never closed here) or ``transport`` to bring your own proxies, TLS or
+    test transport; either obeys the same token, header and redirect rules as the default.
+    ``limits`` (an ``httpx.Limits``) bounds the connection pool: ``max_connections``
+    requests in flight, ``max_keepalive_connections`` idle connections kept for
+    ``keepalive_expiry`` seconds. An answer larger than ``max_response_bytes`` once
+    decompressed raises ``InvalidResponseError``. ``on_request``/``on_response`` (plain or
+    async) see every HTTP attempt, never its headers: a place for tracing and metrics;
+    what they raise becomes a ``HookError``.
     """
 
     def __init__(
@@ -88,6 +140,8 @@ class OomolConnectClient:
         transport: httpx.AsyncBaseTransport | None = None,
         on_request: Callable[[RequestEvent], Any] | None = None,
         on_response: Callable[[ResponseEvent], Any] | None = None,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if options is not None:
             if not isinstance(options, Mapping):
@@ -101,15 +155,11 @@ class OomolConnectClient:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int):
             raise TypeError(f"max_retries must be an int, not {max_retries!r}")
         base_url = _check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
-        token = api_token if api_token is not None else os.environ.get(ENV_TOKEN)
-        if token is not None and not isinstance(token, str):
-            raise TypeError("api_token must be a string")
-        headers = dict(default_headers or {})
-        if any(key.lower() == "authorization" for key in headers):
-            raise ValueError("pass the token as api_token, not in default_headers")
+        token = _check_token(api_token if api_token is not None else os.environ.get(ENV_TOKEN))
+        headers = _check_headers(default_headers)
         self._transport = Transport(
             base_url=base_url,
-            token=token or None,
+            token=token,
             headers=headers,
             timeout=_check_timeout(timeout),
             retry=RetryPolicy(max_retries, retry_delay, max_retry_delay),
@@ -117,6 +167,8 @@ class OomolConnectClient:
             transport=transport,
             on_request=_check_hook(on_request, "on_request"),
             on_response=_check_hook(on_response, "on_response"),
+            limits=check_limits(limits),
+            max_response_bytes=_check_max_response_bytes(max_response_bytes),
         )
         self.tasks = Tasks(self._transport)
         self.flows = Flows(self._transport)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -11,11 +10,12 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ._log import logger as logger  # the package logger, re-exported
+
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 T = TypeVar("T")
-logger = logging.getLogger("oomol_connect_anyio")
 
 STOP_DEADLINE = 3.0
 """Seconds the exchange of a shielded remote stop may take (waiting for a free

@@ -21,7 +21,11 @@ class OomolConnectError(Exception):
 
 
 class ApiError(OomolConnectError):
-    """The server answered with an error status (or an unusable body)."""
+    """The server answered with an error status (or an unusable body).
+
+    ``retry_after`` is the answer's ``Retry-After`` in seconds (``None`` without one): how
+    long the server asked the client to wait before trying again.
+    """
 
     def __init__(
         self,
@@ -30,6 +34,8 @@ class ApiError(OomolConnectError):
         body: Any = None,
         request_method: str = "",
         url: str = "",
+        *,
+        retry_after: float | None = None,
     ) -> None:
         where = f" ({request_method} {url})" if request_method else ""
         super().__init__(f"HTTP {status}: {message}{where}")
@@ -38,6 +44,7 @@ class ApiError(OomolConnectError):
         self.body = body
         self.request_method = request_method
         self.url = url
+        self.retry_after = retry_after
 
 
 class BadRequestError(ApiError):
@@ -166,3 +173,24 @@ def error_class_for_status(status: int) -> type[ApiError]:
     if status >= 500:
         return ServerError
     return _STATUS_CLASSES.get(status, ApiError)
+
+
+class HookError(OomolConnectError):
+    """An ``on_request`` or ``on_response`` hook raised; the hook's exception is ``__cause__``.
+
+    ``body`` is the decoded JSON of the answer the hook was shown when it was a success
+    (``None`` otherwise): after a create, it carries the created task, so the task can be
+    found and stopped.
+    """
+
+    def __init__(self, message: str, *, body: Any = None) -> None:
+        super().__init__(message)
+        self.body = body
+
+
+class UploadError(OomolConnectError):
+    """A file being uploaded could not be read; the request was not retried."""
+
+
+class UploadChangedError(UploadError):
+    """A file grew or shrank while it was being uploaded; the request was not retried."""

@@ -1,19 +1,35 @@
-"""Keep-alive lanes: one httpcore connection each, in place of httpx's connection pool."""
+"""``LanePool``: keep-alive connections ("lanes"), one httpcore connection each, in place of
+httpx's connection pool.
+
+Like httpcore's pool it decides synchronously, with no ``await`` between deciding and
+updating its state, which connection a request gets and which connections must go; it
+closes those afterwards, shielded, outside the decision. A connection being closed has
+already left the pool's books: it is neither idle nor counted toward a limit.
+"""
 
 from __future__ import annotations
 
+import math
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import anyio
+import h11
 import httpcore
 import httpx
 
+from ._log import logger
+
 ConnectionFactory = Callable[[httpcore.Origin], httpcore.AsyncConnectionInterface]
 _OriginKey = tuple[bytes, bytes, int]
+
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0
+)
+"""Every connection a burst opened stays warm between polls (a fan-out polls in waves)."""
 
 # httpcore and httpx name their request errors alike; each maps to its namesake.
 _ERROR_NAMES = (
@@ -25,6 +41,8 @@ _ERROR_NAMES = (
 _HTTPX_ERROR: dict[type[Exception], type[httpx.TransportError]] = {
     getattr(httpcore, name): getattr(httpx, name) for name in _ERROR_NAMES
 }
+# httpcore lets h11's own error through while it sends a request body.
+_HTTPX_ERROR[h11.LocalProtocolError] = httpx.LocalProtocolError
 
 
 @contextmanager
@@ -40,13 +58,29 @@ def _httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise
 
 
+def check_limits(limits: object) -> httpx.Limits:
+    """``limits`` if it is an ``httpx.Limits`` the pool can honour, else a clear error."""
+    if not isinstance(limits, httpx.Limits):
+        raise TypeError(f"limits must be an httpx.Limits, not {type(limits).__name__}")
+    if limits.max_connections is not None and limits.max_connections < 1:
+        raise ValueError(f"limits.max_connections must be >= 1, not {limits.max_connections}")
+    idle = limits.max_keepalive_connections
+    if idle is not None and idle < 0:
+        raise ValueError(f"limits.max_keepalive_connections must be >= 0, not {idle}")
+    expiry = limits.keepalive_expiry
+    if expiry is not None and not (math.isfinite(expiry) and expiry >= 0):
+        raise ValueError(f"limits.keepalive_expiry must be finite and >= 0, not {expiry}")
+    return limits
+
+
 class _Lane:
     """One keep-alive connection to one origin, used by one request at a time."""
 
-    __slots__ = ("connection", "idle_since", "origin")
+    __slots__ = ("connection", "idle_since", "key", "origin")
 
     def __init__(self, origin: httpcore.Origin, connection: httpcore.AsyncConnectionInterface):
         self.origin = origin
+        self.key = _key(origin)
         self.connection = connection
         self.idle_since = 0.0
 
@@ -56,41 +90,47 @@ class _Lane:
         return self.connection.is_idle() and not self.connection.has_expired()
 
 
-class LaneTransport(httpx.AsyncBaseTransport):
-    """Sends each request on an idle lane (one connection) of its origin, up to ``max_lanes``.
+class LanePool(httpx.AsyncBaseTransport):
+    """Sends each request on an idle lane of its origin, within ``limits``.
 
     httpcore's pool re-examines every connection it holds, and every queued request, on each
-    request and each response close, and takes a lock and a shielded scope for each: a poll
-    through it costs about twice a poll on a bare connection, and more under concurrency.
-    Lanes keep that work constant: idle lanes wait in a stack per origin, the most recently
-    used on top, so a sequential caller reuses one warm connection and a burst opens at most
-    ``max_lanes`` (open connections never exceed it); requests beyond that wait, first come
-    first served, for a lane to be free (for at most the request's ``pool`` timeout). Lanes
-    idle for longer than ``keepalive_expiry``, or closed by the server, are closed when the
-    next request comes.
+    request and each response close: a poll through it costs about twice a poll on a bare
+    connection, and more under concurrency. Lanes keep that work constant: idle lanes wait in
+    a stack per origin, the most recently used on top, so a sequential caller reuses one warm
+    connection. At most ``max_connections`` requests are in flight and as many connections
+    open (an idle lane of another origin is closed to make room); further requests wait,
+    first come first served, for at most the request's ``pool`` timeout. At most
+    ``max_keepalive_connections`` idle lanes are kept (the oldest go first); lanes idle for
+    longer than ``keepalive_expiry``, or closed by the server, are closed when the next
+    request comes.
     """
 
     def __init__(
         self,
         *,
-        max_lanes: int,
-        keepalive_expiry: float = 5.0,
+        limits: httpx.Limits = DEFAULT_LIMITS,
         ssl_context: ssl.SSLContext | None = None,
         connection_factory: ConnectionFactory | None = None,
     ) -> None:
-        if max_lanes < 1:
-            raise ValueError(f"max_lanes must be >= 1, not {max_lanes}")
-        self._keepalive_expiry = keepalive_expiry
+        check_limits(limits)
+        expiry = limits.keepalive_expiry
+        self._keepalive_expiry = math.inf if expiry is None else expiry
         self._new_connection = connection_factory or (
             lambda origin: httpcore.AsyncHTTPConnection(
-                origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry
+                origin, ssl_context=ssl_context, keepalive_expiry=expiry
             )
         )
-        self._max_lanes = max_lanes
-        self._free = anyio.Semaphore(max_lanes, fast_acquire=True)
+        self._max_open = limits.max_connections
+        idle = limits.max_keepalive_connections
+        self._max_idle = math.inf if idle is None else idle
+        self._slots = (
+            None if self._max_open is None
+            else anyio.Semaphore(self._max_open, fast_acquire=True)
+        )
         self._closed = False
-        self._lanes: set[_Lane] = set()
+        self._lanes: set[_Lane] = set()  # open and counted: carrying a request, or idle
         self._idle: dict[_OriginKey, deque[_Lane]] = {}  # most recent on the right
+        self._idle_count = 0
 
     @property
     def open_lanes(self) -> int:
@@ -113,13 +153,15 @@ class LaneTransport(httpx.AsyncBaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        await self._wait_for_a_lane(request)
+        await self._wait_for_a_slot(request)
         try:
-            lane = await self._take(core_request.url.origin)
+            lane, doomed = self._assign(core_request.url.origin)
         except BaseException:
-            self._free.release()
+            self._release_slot()
             raise
         try:
+            if doomed:
+                await _close_all(doomed)
             with _httpx_errors(request):
                 response = await lane.connection.handle_async_request(core_request)
             assert isinstance(response.stream, AsyncIterable)
@@ -138,63 +180,101 @@ class LaneTransport(httpx.AsyncBaseTransport):
         self._closed = True
         lanes, self._lanes = self._lanes, set()
         self._idle.clear()
-        with anyio.CancelScope(shield=True):
-            for lane in lanes:
-                await lane.connection.aclose()
+        self._idle_count = 0
+        await _close_all(lanes)
 
-    async def _wait_for_a_lane(self, request: httpx.Request) -> None:
+    async def _wait_for_a_slot(self, request: httpx.Request) -> None:
+        if self._slots is None:
+            return
         try:
-            self._free.acquire_nowait()  # the common case costs no cancel scope
+            self._slots.acquire_nowait()  # the common case costs no cancel scope
         except anyio.WouldBlock:
             pass
         else:
             return
         timeouts = request.extensions.get("timeout", {})
         with anyio.move_on_after(timeouts.get("pool")) as scope:
-            await self._free.acquire()
+            await self._slots.acquire()
         if scope.cancelled_caught:
             raise httpx.PoolTimeout("no connection was free in time", request=request)
 
-    async def _take(self, origin: httpcore.Origin) -> _Lane:
-        """The origin's most recent reusable idle lane, else a new one; closes stale lanes,
-        and an idle lane of another origin when ``max_lanes`` are open."""
-        await self._close_stale_lanes()
-        idle = self._idle.get(_key(origin))
-        while idle:
-            lane = idle.pop()
-            if lane.reusable:
-                return lane
-            await self._close(lane)
-        if len(self._lanes) >= self._max_lanes:  # every other open lane is idle elsewhere
-            oldest = min((q for q in self._idle.values() if q), key=lambda q: q[0].idle_since)
-            await self._close(oldest.popleft())
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    def _assign(self, origin: httpcore.Origin) -> tuple[_Lane, list[_Lane]]:
+        """The lane for a request to ``origin`` and the lanes to close, decided at once.
+
+        Stale idle lanes go; then the origin's most recent reusable idle lane is taken, else
+        a new lane opens, first closing the oldest idle lane of another origin when
+        ``max_connections`` are open (a slot is held, so one of them must be idle).
+        """
+        doomed: list[_Lane] = []
+        if self._idle_count:
+            cutoff = time.monotonic() - self._keepalive_expiry
+            for stack in self._idle.values():
+                while stack and stack[0].idle_since < cutoff:
+                    doomed.append(self._drop(stack.popleft()))
+            queue = self._idle.get(_key(origin))
+            while queue:
+                lane = queue.pop()
+                self._idle_count -= 1
+                if lane.reusable:
+                    return lane, doomed
+                self._lanes.discard(lane)
+                doomed.append(lane)
+        if self._max_open is not None and len(self._lanes) >= self._max_open:
+            oldest = self._oldest_idle()
+            if oldest is not None:
+                doomed.append(self._drop(self._idle[oldest.key].popleft()))
         lane = _Lane(origin, self._new_connection(origin))
         self._lanes.add(lane)
-        return lane
+        return lane, doomed
+
+    def _return(self, lane: _Lane) -> list[_Lane]:
+        """Free the lane's slot; keep its connection if it can carry another request (and
+        fewer than ``max_keepalive_connections`` wait). The lanes to close."""
+        self._release_slot()
+        connection = lane.connection
+        if lane not in self._lanes:  # left over from aclose()
+            return [lane]
+        if not connection.is_idle() or connection.is_closed():  # closed, or cut short
+            self._lanes.discard(lane)
+            return [lane]
+        lane.idle_since = time.monotonic()
+        self._idle.setdefault(lane.key, deque()).append(lane)
+        self._idle_count += 1
+        doomed = []
+        while self._idle_count > self._max_idle:
+            oldest = self._oldest_idle()
+            assert oldest is not None
+            doomed.append(self._drop(self._idle[oldest.key].popleft()))
+        return doomed
 
     async def _give_back(self, lane: _Lane) -> None:
-        """Free the lane's place; keep its connection only if it can carry another request."""
-        self._free.release()
-        connection = lane.connection
-        if lane in self._lanes and connection.is_idle() and not connection.is_closed():
-            lane.idle_since = time.monotonic()
-            self._idle.setdefault(_key(lane.origin), deque()).append(lane)
-        else:  # closed by httpcore, cut short, or left over from aclose()
-            await self._close(lane)
+        doomed = self._return(lane)
+        if doomed:
+            await _close_all(doomed)
 
-    async def _close_stale_lanes(self) -> None:
-        cutoff = time.monotonic() - self._keepalive_expiry
-        stale = []
-        for idle in self._idle.values():
-            while idle and idle[0].idle_since < cutoff:
-                stale.append(idle.popleft())
-        for lane in stale:  # closed once collected: closing lets other requests run
-            await self._close(lane)
-
-    async def _close(self, lane: _Lane) -> None:
+    def _drop(self, lane: _Lane) -> _Lane:
+        """Take an idle lane (already out of its queue) off the books."""
+        self._idle_count -= 1
         self._lanes.discard(lane)
-        with anyio.CancelScope(shield=True):
-            await lane.connection.aclose()
+        return lane
+
+    def _oldest_idle(self) -> _Lane | None:
+        heads = [queue[0] for queue in self._idle.values() if queue]
+        return min(heads, key=lambda lane: lane.idle_since) if heads else None
+
+
+async def _close_all(lanes: Iterable[_Lane]) -> None:
+    """Close connections already off the books, shielded; a failure to close is no news."""
+    with anyio.CancelScope(shield=True):
+        for lane in lanes:
+            try:
+                await lane.connection.aclose()
+            except Exception as exc:
+                logger.debug("closing a connection failed: %r", exc)
 
 
 class _LaneStream(httpx.AsyncByteStream):

@@ -11,12 +11,15 @@ import io
 import mimetypes
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+import stat
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio
 import anyio.to_thread
+
+from ._errors import UploadChangedError, UploadError
 
 CHUNK_SIZE = 256 * 1024
 
@@ -38,14 +41,45 @@ class FilePart:
     size: int | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The file's bytes; ``UploadChangedError`` as soon as they stop matching its size
+        (h11 would otherwise refuse the body mid-request), ``UploadError`` when reading fails."""
         if isinstance(self.source, bytes):
             yield self.source
-        elif isinstance(self.source, str):
-            async with await anyio.open_file(self.source, "rb") as handle:
-                while chunk := await handle.read(CHUNK_SIZE):
+            return
+        sent = 0
+        try:
+            async for chunk in self._read():
+                sent += len(chunk)
+                if self.size is not None and sent > self.size:
+                    raise UploadChangedError(
+                        f"{self.filename!r} grew while it was being uploaded "
+                        f"(it had {self.size} bytes when the upload was prepared)"
+                    )
+                yield chunk
+        except (OSError, ValueError) as exc:  # removed, unreadable, or closed by its owner
+            raise UploadError(
+                f"{self.filename!r} could not be read while it was being uploaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if self.size is not None and sent < self.size:
+            raise UploadChangedError(
+                f"{self.filename!r} shrank while it was being uploaded "
+                f"({sent} of the {self.size} bytes it had when the upload was prepared)"
+            )
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        if isinstance(self.source, str):
+            # Closed in ``finally`` without an await: closing the stream (MultipartBody.aclose)
+            # closes the file then and there, on any backend.
+            handle = await anyio.to_thread.run_sync(open, self.source, "rb")
+            try:
+                while chunk := await anyio.to_thread.run_sync(handle.read, CHUNK_SIZE):
                     yield chunk
+            finally:
+                handle.close()
         else:
             file = self.source
+            assert not isinstance(file, bytes)
             await anyio.to_thread.run_sync(file.seek, self.start)
             while chunk := await anyio.to_thread.run_sync(file.read, CHUNK_SIZE):
                 yield chunk
@@ -90,25 +124,79 @@ def _from_content(content: Any, index: int) -> FilePart:
         path = os.fspath(content)
         if not isinstance(path, str):
             raise TypeError(f"files[{index}]: path must be text, not bytes")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"files[{index}]: no such file: {path!r}")
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"files[{index}]: is a directory, not a file: {path!r}")
-        if not os.access(path, os.R_OK):
-            raise PermissionError(f"files[{index}]: file is not readable: {path!r}")
-        return FilePart(os.path.basename(path), "", path, size=os.path.getsize(path))
+        return FilePart(os.path.basename(path), "", path, size=_regular_file_size(path, index))
     if hasattr(content, "read"):
         if getattr(content, "closed", False):
             raise ValueError(f"files[{index}]: the file object is closed")
         if isinstance(content, io.TextIOBase):
             raise TypeError(f"files[{index}]: open the file in binary mode ('rb')")
         name = os.path.basename(str(getattr(content, "name", "") or "")) or "file"
+        _check_file_object(content, index)
         start, size = _position_and_size(content)
         return FilePart(name, "", content, start=start, size=size)
     raise TypeError(
         f"files[{index}]: expected a path, bytes, a binary file object or a "
         f"(filename, content, content_type) tuple, not {type(content).__name__}"
     )
+
+
+def _regular_file_size(path: str, index: int) -> int:
+    """The size of the regular file at ``path``; a clear error for anything else."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"files[{index}]: no such file: {path!r}") from None
+    except OSError as exc:
+        raise ValueError(f"files[{index}]: cannot examine {path!r}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(f"files[{index}]: is a directory, not a file: {path!r}")
+    _check_regular(info, repr(path), index)
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"files[{index}]: file is not readable: {path!r}")
+    if info.st_size == 0:
+        try:
+            with open(path, "rb") as handle:
+                _check_empty(handle.read(1), repr(path), index)
+        except OSError as exc:
+            raise PermissionError(
+                f"files[{index}]: cannot read {path!r}: {exc.strerror}"
+            ) from None
+    return info.st_size
+
+
+def _check_file_object(file: IO[bytes], index: int) -> None:
+    """Refuse a file object over a pipe, socket, device or ``/proc`` file."""
+    try:
+        info = os.fstat(file.fileno())
+    except (OSError, ValueError, AttributeError):  # in memory (BytesIO) or wrapped
+        return
+    what = f"the file object {getattr(file, 'name', '')!r}"
+    _check_regular(info, what, index)
+    if info.st_size == 0:
+        try:
+            start = file.tell()
+            peek = file.read(1)
+            file.seek(start)
+        except (OSError, ValueError) as exc:
+            raise TypeError("file objects must be seekable (open the file with 'rb')") from exc
+        _check_empty(peek, what, index)
+
+
+def _check_regular(info: os.stat_result, what: str, index: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(
+            f"files[{index}]: {what} is not a regular file (a FIFO, socket or device): "
+            "its size is unknown and reading it may block, so it cannot be uploaded; "
+            "pass its bytes instead"
+        )
+
+
+def _check_empty(first_byte: bytes, what: str, index: int) -> None:
+    if first_byte:
+        raise ValueError(
+            f"files[{index}]: {what} reports a size of 0 but has content (a /proc or /sys "
+            "file?): its size is unknown, so it cannot be uploaded; pass its bytes instead"
+        )
 
 
 def _position_and_size(file: IO[bytes]) -> tuple[int, int | None]:
@@ -143,6 +231,7 @@ class MultipartBody:
             for part in files
         ]
         self._closing = f"--{self.boundary}--\r\n".encode()
+        self._streams: list[AsyncGenerator[bytes, None]] = []
 
     def _header(self, disposition: str, content_type: str | None) -> bytes:
         lines = [f"--{self.boundary}", f"Content-Disposition: form-data; {disposition}"]
@@ -163,9 +252,19 @@ class MultipartBody:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """Iterable again and again, so a retry or a 307/308 redirect can resend it."""
-        return self.stream()
+        stream = self.stream()
+        self._streams.append(stream)
+        return stream
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def aclose(self) -> None:
+        """Close every stream handed out, and so the files they opened, even one left
+        half-sent by a failed or cancelled upload (the sender calls it after each attempt)."""
+        streams, self._streams = self._streams, []
+        with anyio.CancelScope(shield=True):
+            for stream in streams:
+                await stream.aclose()
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """The body's bytes, from the start."""
         yield self._field_bytes
         for header, part in zip(self._file_headers, self._files, strict=True):

@@ -1,15 +1,21 @@
-"""How one request reaches the server: straight onto a transport, or through an httpx client.
+"""The one way a request reaches the server: ``RequestSender``.
 
-Both senders return the response read whole and closed, after following redirects; the token
-goes only to the configured origin, on the first request and on every redirect alike.
+It builds each ``httpx.Request`` itself, gives the token and the caller's headers (Cookie
+included) to the configured origin only, follows redirects with one set of rules, and reads
+the answer whole (decompressed, up to a size cap), over one ``httpx.AsyncBaseTransport``:
+the lane pool, a caller's transport, a proxy router, or a caller's ``httpx.AsyncClient``
+wrapped in ``ClientTransport`` (so it obeys the same rules).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
+
+from ._errors import InvalidResponseError
+from ._replies import Reply
 
 Origin = tuple[str, str, int | None]
 
@@ -19,75 +25,81 @@ _BODY_HEADERS = ("Content-Length", "Content-Type", "Transfer-Encoding")
 
 
 def origin_of(url: httpx.URL) -> Origin:
+    """Scheme, host and port: what must match for credentials to be sent."""
     return (url.scheme, url.host, url.port)
 
 
-class Sender(Protocol):
-    async def send(
-        self, method: str, url: str, headers: httpx.Headers, content: Any, timeout: httpx.Timeout
-    ) -> httpx.Response: ...
+class ClientTransport(httpx.AsyncBaseTransport):
+    """A caller's ``httpx.AsyncClient`` as a transport: its proxies, TLS, event hooks and
+    mounts apply, redirects are left to ``RequestSender``; the client is never closed here.
 
-    async def aclose(self) -> None: ...
-
-
-class TokenAuth(httpx.Auth):
-    """Adds the raw token, and only to requests for the configured origin."""
-
-    def __init__(self, token: str, origin: Origin) -> None:
-        self._token = token
-        self._origin = origin
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        if origin_of(request.url) == self._origin:
-            request.headers["Authorization"] = self._token
-        yield request
-
-    def __repr__(self) -> str:
-        return "<token redacted>"
-
-
-class ClientSender:
-    """Through an ``httpx.AsyncClient``: the caller's (left open), or one of ours that routes
-    through the proxies set in the environment."""
-
-    def __init__(
-        self, client: httpx.AsyncClient, token: str | None, origin: Origin, *, owned: bool
-    ) -> None:
-        self._client = client
-        # Without a token the caller's own http_client auth (if any) applies.
-        self._auth: Any = TokenAuth(token, origin) if token else httpx.USE_CLIENT_DEFAULT
-        self._owned = owned
-
-    async def send(
-        self, method: str, url: str, headers: httpx.Headers, content: Any, timeout: httpx.Timeout
-    ) -> httpx.Response:
-        return await self._client.request(
-            method, url, content=content, headers=headers, auth=self._auth, timeout=timeout
-        )
-
-    async def aclose(self) -> None:
-        if self._owned:
-            await self._client.aclose()
-
-
-class TransportSender:
-    """Straight onto an ``httpx`` transport (closed with the client).
-
-    ``httpx.AsyncClient`` spends about a quarter of a keep-alive request's CPU on work this
-    client has no use for: merging URLs, headers and cookies, running the cookie jar and an
-    auth flow on every request. This sender builds the ``httpx.Request`` itself and follows
-    redirects as httpx does (at most 20; 301 on a POST, 302 and 303 turn into a body-less
-    GET; 307 and 308 resend the body).
+    Without an ``api_token`` the client's own ``auth`` (if any) is used, for the configured
+    origin only.
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, token: str | None, origin: Origin):
-        self._transport = transport
-        self._token = token
+    def __init__(self, client: httpx.AsyncClient, origin: Origin, *, client_auth: bool) -> None:
+        self._client = client
         self._origin = origin
+        self._client_auth = client_auth
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        own_auth = self._client_auth and origin_of(request.url) == self._origin
+        auth: Any = httpx.USE_CLIENT_DEFAULT if own_auth else None
+        try:
+            return await self._client.send(
+                request, auth=auth, follow_redirects=False, stream=True
+            )
+        except httpx.InvalidURL as exc:
+            # httpx prepares the next request of a redirect even when it does not follow it.
+            raise httpx.UnsupportedProtocol(
+                f"a redirect to an unusable URL (its scheme or form): {exc}", request=request
+            ) from None
+
+    async def aclose(self) -> None:
+        """The caller's client stays open."""
+
+
+class RequestSender:
+    """Sends requests over ``transport`` and returns their answers read whole.
+
+    ``origin_headers`` go to the configured origin, with the token; any other origin a
+    redirect leads to gets ``foreign_headers`` only. Redirects are followed as httpx does
+    (at most 20; 301 on a POST, 302 and 303 turn into a body-less GET; 307 and 308 resend
+    the body). An answer larger than ``max_response_bytes`` once decompressed raises
+    ``InvalidResponseError`` as soon as the limit is passed.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        origin: Origin,
+        token: str | None,
+        origin_headers: httpx.Headers,
+        foreign_headers: httpx.Headers,
+        max_response_bytes: int,
+    ) -> None:
+        self._transport = transport
+        self._origin = origin
+        self._origin_headers = origin_headers.copy()
+        if token is not None:
+            self._origin_headers["Authorization"] = token
+        self._foreign_headers = foreign_headers
+        self._max_bytes = max_response_bytes
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
     async def send(
-        self, method: str, url: str, headers: httpx.Headers, content: Any, timeout: httpx.Timeout
-    ) -> httpx.Response:
+        self,
+        method: str,
+        url: str,
+        headers: httpx.Headers | None,
+        content: Any,
+        timeout: httpx.Timeout,
+    ) -> Reply:
+        """One exchange, redirects included; ``headers`` are the request's own (its body's
+        type and length), added to whichever set the target's origin gets."""
         extensions = {"timeout": timeout.as_dict()}
         target = _parsed(url)
         redirects = 0
@@ -96,10 +108,12 @@ class TransportSender:
                 method, target, headers=self._headers_for(target, headers), content=content,
                 extensions=extensions,
             )
-            response = await self._exchange(request)
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            body = await self._read(response, method, str(target))
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or location is None:
-                return response
+                return Reply(response.status_code, response.headers, body)
             if redirects == MAX_REDIRECTS:
                 raise httpx.TooManyRedirects(
                     f"more than {MAX_REDIRECTS} redirects", request=request
@@ -107,36 +121,43 @@ class TransportSender:
             redirects += 1
             target = _redirect_target(request, location)
             if _turns_into_get(method, response.status_code):
-                method, content = "GET", None
-                headers = headers.copy()
-                for name in _BODY_HEADERS:
-                    headers.pop(name, None)
+                method, content, headers = "GET", None, _without_body_headers(headers)
 
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    def _headers_for(self, url: httpx.URL, headers: httpx.Headers) -> httpx.Headers:
-        """The token goes to the configured origin only, and so does a caller's Cookie."""
-        if origin_of(url) != self._origin:
-            if "Cookie" not in headers:
-                return headers
-            headers = headers.copy()
-            del headers["Cookie"]
-            return headers
-        if self._token is None:
-            return headers
-        headers = headers.copy()
-        headers["Authorization"] = self._token
+    def _headers_for(self, url: httpx.URL, own: httpx.Headers | None) -> httpx.Headers:
+        """The one place deciding which headers, the token among them, go where."""
+        base = self._origin_headers if origin_of(url) == self._origin else self._foreign_headers
+        if not own:
+            return base  # httpx.Request copies it
+        headers = base.copy()
+        headers.update(own)
         return headers
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        response = await self._transport.handle_async_request(request)
-        response.request = request
+    async def _read(self, response: httpx.Response, method: str, url: str) -> bytes:
+        chunks = []
+        size = 0
         try:
-            await response.aread()
+            async for chunk in response.aiter_bytes():  # decompressed chunk by chunk
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise InvalidResponseError(
+                        response.status_code,
+                        f"the response is larger than max_response_bytes "
+                        f"({self._max_bytes} bytes once decompressed)",
+                        None, method, url,
+                    )
+                chunks.append(chunk)
         finally:
             await response.aclose()
-        return response
+        return b"".join(chunks)
+
+
+def _without_body_headers(headers: httpx.Headers | None) -> httpx.Headers | None:
+    if not headers:
+        return headers
+    headers = headers.copy()
+    for name in _BODY_HEADERS:
+        headers.pop(name, None)
+    return headers
 
 
 @functools.lru_cache(maxsize=256)

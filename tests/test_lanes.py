@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from oomol_connect_anyio import OomolConnectClient
-from oomol_connect_anyio._lanes import LaneTransport
-from oomol_connect_anyio._senders import ClientSender, TransportSender
+from oomol_connect_anyio._lanes import DEFAULT_LIMITS, LanePool
+from oomol_connect_anyio._routing import ProxyRouter
 from oomol_connect_anyio.emulator import Emulator, serve_emulator
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +63,8 @@ class FakeConnection(httpcore.AsyncConnectionInterface):
     async def aclose(self) -> None:
         if self.busy:  # like httpcore's connection while it connects: nothing to close yet
             return
+        for _ in range(self.owner.close_yields):  # a real close lets other tasks run
+            await anyio.lowlevel.checkpoint()
         if self.owner.closing is not None:  # a real close lets other tasks run meanwhile
             self.owner.close_started.set()
             await self.owner.closing.wait()
@@ -85,9 +87,15 @@ class FakeConnection(httpcore.AsyncConnectionInterface):
 
 
 class Lanes:
-    """A ``LaneTransport`` over ``FakeConnection`` s, and the connections it made."""
+    """A ``LanePool`` over ``FakeConnection`` s, and the connections it made."""
 
-    def __init__(self, max_lanes: int = 4, keepalive_expiry: float = 60.0) -> None:
+    def __init__(
+        self,
+        max_lanes: int = 4,
+        keepalive_expiry: float = 60.0,
+        max_idle: int | None = None,
+        close_yields: int = 0,
+    ) -> None:
         self.made: list[FakeConnection] = []
         self.release: anyio.Event | None = None
         self.expected = 0
@@ -95,9 +103,13 @@ class Lanes:
         self.fail = False
         self.closing: anyio.Event | None = None
         self.close_started = anyio.Event()
-        self.transport = LaneTransport(
-            max_lanes=max_lanes, keepalive_expiry=keepalive_expiry, connection_factory=self._make
+        self.close_yields = close_yields
+        limits = httpx.Limits(
+            max_connections=max_lanes,
+            max_keepalive_connections=max_idle,
+            keepalive_expiry=keepalive_expiry,
         )
+        self.transport = LanePool(limits=limits, connection_factory=self._make)
         self.client = httpx.AsyncClient(transport=self.transport, base_url="http://lanes.test")
 
     def _make(self, origin: httpcore.Origin) -> FakeConnection:
@@ -242,8 +254,9 @@ async def test_closing_stale_lanes_lets_other_origins_come_and_go() -> None:
         with anyio.fail_after(5):
             await lanes.close_started.wait()
         lanes.closing = None
+        assert lanes.transport.open_lanes == 1  # lane 0 being closed no longer counts
         with anyio.fail_after(5):
-            assert await lanes.lane_of_get("http://b.test/") == 1  # a new origin's lane
+            assert await lanes.lane_of_get("http://b.test/") == 2  # a new origin's lane
         closing.set()
     assert lanes.made[0].closed
     assert lanes.transport.open_lanes == 2
@@ -287,9 +300,73 @@ async def test_an_unsupported_scheme_is_refused_before_any_connection() -> None:
     assert lanes.made == []
 
 
-def test_max_lanes_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="max_lanes"):
-        LaneTransport(max_lanes=0)
+@pytest.mark.parametrize(
+    ("limits", "error"),
+    [
+        (httpx.Limits(max_connections=0), "max_connections"),
+        (httpx.Limits(max_keepalive_connections=-1), "max_keepalive_connections"),
+        (httpx.Limits(keepalive_expiry=float("nan")), "keepalive_expiry"),
+        (httpx.Limits(keepalive_expiry=-1), "keepalive_expiry"),
+    ],
+)
+def test_limits_the_pool_cannot_honour_are_refused_by_the_client(
+    limits: httpx.Limits, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        OomolConnectClient(base_url="http://connect.test/api", limits=limits)
+
+
+def test_limits_must_be_httpx_limits() -> None:
+    with pytest.raises(TypeError, match=r"httpx\.Limits"):
+        OomolConnectClient(base_url="http://connect.test/api", limits=10)  # type: ignore[arg-type]
+
+
+async def test_at_most_max_keepalive_connections_idle_lanes_are_kept() -> None:
+    lanes = Lanes(max_lanes=5, max_idle=2)
+    await lanes.held_gets(5)
+    assert lanes.transport.open_lanes == 2
+    assert sum(not c.closed for c in lanes.made) == 2
+    assert await lanes.lane_of_get() in {c.number for c in lanes.made if not c.closed}
+
+
+async def test_no_limit_on_connections_when_max_connections_is_none() -> None:
+    lanes = Lanes(max_lanes=None)  # type: ignore[arg-type]
+    assert sorted(await lanes.held_gets(150)) == list(range(150))
+
+
+@pytest.mark.parametrize("close_yields", [1, 5])
+async def test_bursts_around_the_keepalive_expiry_with_closes_that_yield(
+    close_yields: int,
+) -> None:
+    """The reported race: a burst beyond the limit, the lanes expire, then another burst,
+    while closing a connection lets other requests run."""
+    lanes = Lanes(max_lanes=100, keepalive_expiry=0.0, close_yields=close_yields)
+    for burst in range(3):
+        used = await lanes.held_gets(120, arriving=100)
+        assert len(used) == 120, burst
+        assert lanes.transport.open_lanes <= 100
+        await anyio.sleep(0.001)  # every idle lane is now past its (zero) keep-alive
+    assert lanes.transport.open_lanes <= 100
+    open_connections = [c for c in lanes.made if not c.closed]
+    assert len(open_connections) == lanes.transport.open_lanes
+
+
+async def test_mixed_origins_and_expiring_lanes_never_exceed_the_limit() -> None:
+    lanes = Lanes(max_lanes=8, keepalive_expiry=0.0, close_yields=2)
+    peak = 0
+
+    async def one(host: str) -> None:
+        nonlocal peak
+        await lanes.lane_of_get(f"http://{host}.test/")
+        peak = max(peak, lanes.transport.open_lanes)
+
+    for _ in range(5):
+        async with anyio.create_task_group() as group:
+            for number in range(40):
+                group.start_soon(one, "abc"[number % 3])
+        await anyio.sleep(0.001)
+    assert peak <= 8
+    assert len(lanes.made) > 8  # lanes did expire and were replaced
 
 
 async def test_a_client_opens_one_connection_when_sequential_and_at_most_its_concurrency(
@@ -322,18 +399,61 @@ def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_an_owned_client_sends_on_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
     _clear_proxies(monkeypatch)
     async with OomolConnectClient(base_url="http://connect.test/api") as client:
-        sender = client._transport._sender
-        assert isinstance(sender, TransportSender)
-        assert isinstance(sender._transport, LaneTransport)
+        assert isinstance(client._transport._sender._transport, LanePool)
 
 
-async def test_a_proxy_in_the_environment_keeps_httpx_pool(
+async def test_no_proxy_alone_keeps_the_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    async with OomolConnectClient(base_url="http://connect.test/api") as client:
+        assert isinstance(client._transport._sender._transport, LanePool)
+
+
+async def test_the_pools_limits_are_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxies(monkeypatch)
+    limits = httpx.Limits(max_connections=3, max_keepalive_connections=1, keepalive_expiry=2)
+    async with OomolConnectClient(base_url="http://connect.test/api", limits=limits) as client:
+        pool = client._transport._sender._transport
+        assert isinstance(pool, LanePool)
+        assert (pool._max_open, pool._max_idle, pool._keepalive_expiry) == (3, 1, 2)
+
+
+async def test_a_proxy_in_the_environment_routes_only_the_urls_it_applies_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _clear_proxies(monkeypatch)
     monkeypatch.setenv("ALL_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "bypassed.test")
     async with OomolConnectClient(base_url="http://connect.test/api") as client:
-        sender = client._transport._sender
-        assert isinstance(sender, ClientSender)
-        proxied = sender._client._transport_for_url(httpx.URL(client.base_url))
+        router = client._transport._sender._transport
+        assert isinstance(router, ProxyRouter)
+        proxied = router.route(httpx.URL("http://connect.test/api"))
         assert isinstance(proxied, httpx.AsyncHTTPTransport)
+        assert router.route(httpx.URL("https://connect.test/api")) is not router._direct
+        assert isinstance(router.route(httpx.URL("http://bypassed.test/")), LanePool)
+
+
+async def test_a_scheme_without_a_proxy_goes_straight(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    async with OomolConnectClient(base_url="http://connect.test/api") as client:
+        router = client._transport._sender._transport
+        assert isinstance(router, ProxyRouter)
+        assert isinstance(router.route(httpx.URL("http://connect.test/")), LanePool)
+        proxied = router.route(httpx.URL("https://connect.test/"))
+        assert isinstance(proxied, httpx.AsyncHTTPTransport)
+
+
+def test_an_unusable_proxy_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", "gopher://user:pa55word@proxy.invalid:1")
+    with pytest.raises(ValueError, match="http proxy") as info:
+        OomolConnectClient(base_url="http://connect.test/api")
+    assert "pa55word" not in str(info.value)
+
+
+def test_the_default_limits() -> None:
+    assert DEFAULT_LIMITS.max_connections == 100
+    assert DEFAULT_LIMITS.max_keepalive_connections == 100
