@@ -13,6 +13,7 @@ import os
 import secrets
 import stat
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -40,7 +41,7 @@ class FilePart:
     start: int = 0
     size: int | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The file's bytes; ``UploadChangedError`` as soon as they stop matching its size
         (h11 would otherwise refuse the body mid-request), ``UploadError`` when reading fails."""
         if isinstance(self.source, bytes):
@@ -48,14 +49,15 @@ class FilePart:
             return
         sent = 0
         try:
-            async for chunk in self._read():
-                sent += len(chunk)
-                if self.size is not None and sent > self.size:
-                    raise UploadChangedError(
-                        f"{self.filename!r} grew while it was being uploaded "
-                        f"(it had {self.size} bytes when the upload was prepared)"
-                    )
-                yield chunk
+            async with aclosing(self._read()) as reading:
+                async for chunk in reading:
+                    sent += len(chunk)
+                    if self.size is not None and sent > self.size:
+                        raise UploadChangedError(
+                            f"{self.filename!r} grew while it was being uploaded "
+                            f"(it had {self.size} bytes when the upload was prepared)"
+                        )
+                    yield chunk
         except (OSError, ValueError) as exc:  # removed, unreadable, or closed by its owner
             raise UploadError(
                 f"{self.filename!r} could not be read while it was being uploaded: "
@@ -67,7 +69,7 @@ class FilePart:
                 f"({sent} of the {self.size} bytes it had when the upload was prepared)"
             )
 
-    async def _read(self) -> AsyncIterator[bytes]:
+    async def _read(self) -> AsyncGenerator[bytes, None]:
         if isinstance(self.source, str):
             # Closed in ``finally`` without an await: closing the stream (MultipartBody.aclose)
             # closes the file then and there, on any backend.
@@ -269,7 +271,8 @@ class MultipartBody:
         yield self._field_bytes
         for header, part in zip(self._file_headers, self._files, strict=True):
             yield header
-            async for chunk in part.chunks():
-                yield chunk
+            async with aclosing(part.chunks()) as chunks:  # closes the file with the stream
+                async for chunk in chunks:
+                    yield chunk
             yield b"\r\n"
         yield self._closing

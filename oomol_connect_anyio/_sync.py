@@ -32,6 +32,7 @@ not call this client from them.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -41,12 +42,10 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 import anyio
-import httpx
 from anyio.from_thread import BlockingPortal
 
 from ._client import OomolConnectClient
 from ._metrics import MetricsSnapshot
-from ._types import ClientOptions
 from .resources.blocks import Blocks
 from .resources.flows import Flows
 from .resources.packages import Packages
@@ -231,42 +230,40 @@ class SyncPackages(_Resource[Packages]):
     install_and_wait = _blocking(Packages.install_and_wait)
 
 
+def _takes_the_async_clients_arguments(init: Callable[P, None]) -> Callable[P, None]:
+    """Give ``init`` (``*args, <own keywords>, **kwargs``) the signature of
+    ``OomolConnectClient.__init__`` followed by its own keywords: ``help()``, IDEs and
+    ``inspect`` show every argument, and a new client argument needs no change here."""
+    client = inspect.signature(OomolConnectClient.__init__)
+    own = [
+        parameter for parameter in inspect.signature(init).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    init.__signature__ = client.replace(  # type: ignore[attr-defined]
+        parameters=[*client.parameters.values(), *own]
+    )
+    return init
+
+
 class SyncOomolConnectClient:
     """A blocking client for one Oomol Connect server; use it with ``with`` or ``close()`` it.
 
-    Takes the arguments of ``OomolConnectClient``, plus the ``backend``
-    (``"asyncio"`` or ``"trio"``) and its ``backend_options`` for ``anyio.run``.
+    Takes the arguments of ``OomolConnectClient`` (the same signature, derived from it),
+    plus the ``backend`` (``"asyncio"`` or ``"trio"``) and its ``backend_options`` for
+    ``anyio.run``. Hooks (``on_request``/``on_response``) run in the loop's thread.
     """
 
+    @_takes_the_async_clients_arguments
     def __init__(
         self,
-        options: ClientOptions | None = None,
-        *,
-        base_url: str | None = None,
-        api_token: str | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        timeout: float | httpx.Timeout | None = 30.0,
-        max_retries: int = 2,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        *args: Any,
         backend: Literal["asyncio", "trio"] = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        factory = partial(
-            OomolConnectClient,
-            options,
-            base_url=base_url,
-            api_token=api_token,
-            default_headers=default_headers,
-            timeout=timeout,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-            http_client=http_client,
-            transport=transport,
-        )
+        # Bad arguments fail here, in the caller's thread, as the async client's would.
+        inspect.signature(OomolConnectClient).bind(*args, **kwargs)
+        factory = partial(OomolConnectClient, *args, **kwargs)
         self._loop = loop = _Loop(factory, backend, backend_options)
         self.backend = backend
         self.tasks = SyncTasks(loop, loop.client.tasks)

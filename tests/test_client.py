@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import inspect
 import json
+import tracemalloc
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +21,7 @@ from helpers import (
     task,
 )
 
-from oomol_connect_anyio import NotFoundError, OomolConnectClient
+from oomol_connect_anyio import InvalidResponseError, NotFoundError, OomolConnectClient
 
 ENV_BASE = "OOMOL_CONNECT_BASE_URL"
 ENV_TOKEN = "OOMOL_CONNECT_TOKEN"
@@ -157,6 +161,19 @@ def test_bad_base_url_from_the_environment_is_named_too(monkeypatch: pytest.Monk
         ({"max_retries": "2"}, TypeError),
         ({"max_retries": True}, TypeError),
         ({"retry_delay": -0.1}, ValueError),
+        ({"retry_delay": float("inf")}, ValueError),
+        ({"retry_delay": float("nan")}, ValueError),
+        ({"max_retry_delay": float("inf")}, ValueError),
+        ({"max_retry_delay": float("nan")}, ValueError),
+        ({"max_retry_delay": -1}, ValueError),
+        ({"retry_delay": "1"}, TypeError),
+        ({"max_response_bytes": 0}, ValueError),
+        ({"max_response_bytes": 1.5}, TypeError),
+        ({"max_response_bytes": True}, TypeError),
+        ({"default_headers": {"X-Bad": "caf\u00e9"}}, ValueError),
+        ({"default_headers": {"X-Bad": "a\nb"}}, ValueError),
+        ({"default_headers": {"Bad Name": "v"}}, ValueError),
+        ({"default_headers": {"X-N": 3}}, TypeError),
         ({"http_client": "x", "transport": "y"}, ValueError),
     ],
 )
@@ -317,3 +334,57 @@ async def test_metrics_are_a_snapshot() -> None:
             after = client.metrics
     assert before["requests"] == {}
     assert after["requests"] == {"GET /v1/flows": {"2xx": 1}}
+
+
+# --------------------------------------------------------------------------- the constructor
+
+
+def test_a_bad_header_value_is_named_by_its_header_not_echoed() -> None:
+    with pytest.raises(ValueError, match="X-Api-Key") as info:
+        OomolConnectClient(base_url=BASE, default_headers={"X-Api-Key": "s3cret\n"})
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_max_response_bytes_is_the_clients() -> None:
+    transport = StreamingTransport(lambda _: httpx.Response(200, json={"tasks": ["x" * 100]}))
+    async with make_client(transport=transport, max_response_bytes=64) as client:
+        with pytest.raises(InvalidResponseError, match="max_response_bytes"):
+            await client.tasks.list()
+    assert len(transport.received) == 1  # not retried
+
+
+@pytest.mark.anyio
+async def test_a_gzip_bomb_stops_at_the_default_cap_without_filling_memory() -> None:
+    bomb = gzip.compress(b"\0" * (512 << 20), compresslevel=9)  # 512 MiB inflated
+    assert len(bomb) < 1 << 20
+
+    class AsReadFromASocket(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for start in range(0, len(bomb), 64 << 10):  # what one socket read returns
+                yield bomb[start : start + (64 << 10)]
+
+    def answer(_: Received) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, stream=AsReadFromASocket()
+        )
+
+    tracemalloc.start()
+    try:
+        async with make_client(transport=StreamingTransport(answer)) as client:
+            with pytest.raises(InvalidResponseError, match="max_response_bytes"):
+                await client.tasks.list()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 20  # the 64 MiB cap and one inflated chunk, not 512 MiB
+
+
+def test_the_sync_client_takes_the_async_clients_arguments_and_its_own() -> None:
+    from oomol_connect_anyio import SyncOomolConnectClient
+
+    async_parameters = dict(inspect.signature(OomolConnectClient).parameters)
+    sync_parameters = dict(inspect.signature(SyncOomolConnectClient).parameters)
+    assert sync_parameters.pop("backend_options").default is None
+    assert sync_parameters.pop("backend").default == "asyncio"
+    assert sync_parameters == async_parameters

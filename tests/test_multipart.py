@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pathlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +25,13 @@ from helpers import (
     task,
 )
 
-from oomol_connect_anyio import ConnectionError
+from oomol_connect_anyio import (
+    ConnectionError,
+    OomolConnectClient,
+    RequestEvent,
+    UploadChangedError,
+)
+from oomol_connect_anyio import _multipart as multipart_module
 from oomol_connect_anyio._multipart import CHUNK_SIZE, MultipartBody
 
 WIRE_INPUTS = [{"nodeId": "_", "inputs": [{"handle": "text", "value": "hé"}]}]
@@ -333,3 +341,134 @@ async def test_multipart_upload_is_not_resent_after_a_read_error() -> None:
     assert len(attempts) == 1
     assert info.value.may_have_reached_server is True
     assert BASE in info.value.url
+
+
+# --------------------------------------------------------------------------- unusual files
+
+
+def _nothing_sent() -> StreamingTransport:
+    return StreamingTransport(ok)
+
+
+@pytest.mark.anyio
+async def test_a_fifo_is_refused_before_any_request(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    transport = _nothing_sent()
+    async with make_client(transport=transport) as client:
+        with pytest.raises(ValueError, match="not a regular file") as info:
+            await client.tasks.create_with_files("pkg::blk", {}, fifo)
+    assert "files[0]" in str(info.value)
+    assert transport.received == []
+
+
+@pytest.mark.anyio
+async def test_a_unix_socket_is_refused_before_any_request(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    try:
+        transport = _nothing_sent()
+        async with make_client(transport=transport) as client:
+            with pytest.raises(ValueError, match="not a regular file"):
+                await client.tasks.create_with_files("pkg::blk", {}, path)
+        assert transport.received == []
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "/dev/zero"])
+@pytest.mark.anyio
+async def test_a_device_is_refused_before_any_request(path: str) -> None:
+    transport = _nothing_sent()
+    async with make_client(transport=transport) as client:
+        with pytest.raises(ValueError, match="not a regular file"):
+            await client.tasks.create_with_files("pkg::blk", {}, path)
+        handle = open(path, "rb")  # noqa: ASYNC230, SIM115 - a device opens at once
+        with handle, pytest.raises(ValueError, match="not a regular file"):
+            await client.tasks.create_with_files("pkg::blk", {}, handle)
+    assert transport.received == []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc")
+@pytest.mark.anyio
+async def test_a_proc_file_with_a_false_size_is_refused_before_any_request() -> None:
+    transport = _nothing_sent()
+    async with make_client(transport=transport) as client:
+        with pytest.raises(ValueError, match="size of 0 but has content"):
+            await client.tasks.create_with_files("pkg::blk", {}, "/proc/self/status")
+        handle = open("/proc/self/status", "rb")  # noqa: ASYNC230, SIM115 - opens at once
+        with handle, pytest.raises(ValueError, match="size of 0 but has content"):
+            await client.tasks.create_with_files("pkg::blk", {}, handle)
+    assert transport.received == []
+
+
+@pytest.mark.anyio
+async def test_an_empty_regular_file_is_still_fine(tmp_path: pathlib.Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    received, _ = await upload(empty)
+    (part,) = file_parts(received.parts)
+    assert bytes(part.data) == b""
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+@pytest.mark.anyio
+async def test_a_file_that_changes_size_while_uploading_is_a_named_error_not_retried(
+    tmp_path: pathlib.Path, change: str, emulator_url: str
+) -> None:
+    """Over real sockets and the default lanes: without the check h11 refuses the body
+    with its own LocalProtocolError."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * (3 * CHUNK_SIZE))
+    attempts = []
+
+    def on_request(event: RequestEvent) -> None:
+        if event.method != "POST":
+            return
+        attempts.append(event)
+        if change == "grow":
+            with path.open("ab") as handle:
+                handle.write(b"more")
+        else:
+            path.write_bytes(b"x" * 10)
+
+    async with OomolConnectClient(base_url=emulator_url, on_request=on_request) as client:
+        with pytest.raises(UploadChangedError, match="grew" if change == "grow" else "shrank"):
+            await client.tasks.create_with_files("demo::count-bytes", {}, path)
+        assert await client.tasks.list() == {"tasks": []}
+    assert len(attempts) == 1
+
+
+class _DropsMidBody(httpx.AsyncBaseTransport):
+    """Reads the body up to the first bytes of its file, then loses the connection."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        chunks = 0
+        async for _ in request.stream:
+            chunks += 1
+            if chunks == 3:  # the fields, the file's part header, its first chunk
+                break
+        raise httpx.WriteError("connection lost while sending")
+
+
+@pytest.mark.anyio
+async def test_an_aborted_upload_closes_its_file_at_once(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"y" * (4 * CHUNK_SIZE))
+    opened: list[Any] = []
+
+    def recording_open(*args: Any, **kwargs: Any) -> Any:
+        handle = open(*args, **kwargs)  # noqa: SIM115 - closed by the code under test
+        opened.append(handle)
+        return handle
+
+    monkeypatch.setattr(multipart_module, "open", recording_open, raising=False)
+    async with make_client(transport=_DropsMidBody()) as client:
+        with pytest.raises(ConnectionError):
+            await client.tasks.create_with_files("pkg::blk", {}, path)
+        assert opened
+        assert all(handle.closed for handle in opened)  # before any garbage collection

@@ -12,7 +12,7 @@ import pytest
 import respx
 from helpers import BASE, TOKEN, make_client, mock_api, task
 
-from oomol_connect_anyio import OomolConnectClient
+from oomol_connect_anyio import ConnectionError, OomolConnectClient
 
 Call = Callable[[OomolConnectClient], Awaitable[Any]]
 
@@ -145,3 +145,55 @@ async def test_token_is_only_added_for_the_configured_origin_with_a_shared_http_
     assert seen[0].headers["authorization"] == TOKEN
     assert "authorization" not in seen[1].headers
     assert "authorization" not in seen[2].headers
+
+
+# --------------------------------------------------------------------------- the token itself
+
+
+@pytest.mark.parametrize("spaced", [f"{TOKEN}\n", f"  {TOKEN}\r\n", f"\t{TOKEN} "])
+@pytest.mark.anyio
+async def test_surrounding_whitespace_is_stripped_from_the_token(
+    spaced: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for from_env in (False, True):
+        if from_env:
+            monkeypatch.setenv("OOMOL_CONNECT_TOKEN", spaced)
+        with mock_api() as router:
+            route = router.get("/v1/tasks").respond(200, json={"tasks": []})
+            kwargs: dict[str, Any] = {} if from_env else {"api_token": spaced}
+            async with OomolConnectClient(base_url=BASE, **kwargs) as client:
+                await client.tasks.list()
+        assert route.calls.last.request.headers["authorization"] == TOKEN
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [f"{TOKEN}\nX-Evil: 1", f"{TOKEN}\x00", f"{TOKEN}\x7f", f"{TOKEN}\u00e9", f"\u200b{TOKEN}"],
+)
+def test_a_token_with_control_or_non_ascii_characters_is_refused_without_echoing_it(
+    bad: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ValueError, match="api_token") as info:
+        OomolConnectClient(base_url=BASE, api_token=bad)
+    assert_secret(info.value, info.value.__cause__, info.value.__context__)
+    assert TOKEN not in caplog.text
+
+
+def test_a_blank_token_means_no_token() -> None:
+    client = OomolConnectClient(base_url=BASE, api_token="  \n")
+    assert "Authorization" not in client._transport._sender._origin_headers
+
+
+@pytest.mark.anyio
+async def test_a_local_protocol_error_is_not_retried_and_does_not_quote_headers() -> None:
+    with mock_api() as router:
+        route = router.get("/v1/tasks").mock(
+            side_effect=httpx.LocalProtocolError(f"Illegal header value b'{TOKEN}'")
+        )
+        async with make_client() as client:
+            with pytest.raises(ConnectionError) as info:
+                await client.tasks.list()
+    assert route.call_count == 1
+    assert info.value.may_have_reached_server is False
+    assert TOKEN not in str(info.value)

@@ -253,3 +253,29 @@ def test_unclosed_client_does_not_block_exit(url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_sync_client_takes_hooks_and_limits_like_the_async_one(url: str, backend: str) -> None:
+    import httpx
+
+    from oomol_connect_anyio import RequestEvent, ResponseEvent
+
+    requests: list[RequestEvent] = []
+    responses: list[ResponseEvent] = []
+    with SyncOomolConnectClient(
+        base_url=url,
+        backend=backend,  # type: ignore[arg-type]
+        on_request=requests.append,
+        on_response=responses.append,
+        limits=httpx.Limits(max_connections=2),
+    ) as client:
+        assert client.tasks.list() == {"tasks": []}
+    assert [e.route for e in requests] == [e.route for e in responses] == ["GET /v1/tasks"]
+
+
+def test_bad_arguments_to_the_sync_client_fail_in_the_callers_thread() -> None:
+    with pytest.raises(TypeError, match="nonsense"):
+        SyncOomolConnectClient(nonsense=1)
+    with pytest.raises(ValueError, match="api_token"):
+        SyncOomolConnectClient(api_token="caf\u00e9")

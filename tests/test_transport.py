@@ -19,6 +19,7 @@ from helpers import BASE, TOKEN, install_task, make_client, mock_api, task
 from oomol_connect_anyio import (
     ApiError,
     ConnectionError,
+    HookError,
     OomolConnectClient,
     RateLimitError,
     RequestTimeoutError,
@@ -551,3 +552,96 @@ async def test_an_undecodable_body_is_a_connection_error_not_an_httpx_error(
     assert isinstance(info.value.__cause__, httpx.DecodingError)
     assert len(seen) == 1
     assert info.value.may_have_reached_server is not idempotent
+
+
+# --------------------------------------------------------------------------- caps and hooks
+
+
+def test_backoff_never_overflows_after_many_attempts() -> None:
+    policy = RetryPolicy(max_retries=100_000, initial_delay=0.5, max_delay=8.0)
+    for attempt in (1023, 1024, 5000, 10**9):
+        assert 0 <= policy.delay(attempt) <= 8.0
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+@pytest.mark.anyio
+async def test_every_error_answer_carries_its_retry_after(status: int) -> None:
+    with mock_api() as router:
+        router.get("/v1/tasks").respond(status, headers={"Retry-After": "3"})
+        async with make_client(max_retries=0) as client:
+            with pytest.raises(ApiError) as info:
+                await client.tasks.list()
+    assert info.value.retry_after == 3.0
+
+
+@pytest.mark.parametrize("header", [None, "soon", "inf", "nan", "1e999"])
+@pytest.mark.anyio
+async def test_retry_after_is_none_without_a_usable_header(header: str | None) -> None:
+    headers = {} if header is None else {"Retry-After": header}
+    with mock_api() as router:
+        router.get("/v1/tasks").respond(503, headers=headers)
+        async with make_client(max_retries=0) as client:
+            with pytest.raises(ServerError) as info:
+                await client.tasks.list()
+    assert info.value.retry_after is None
+
+
+@pytest.mark.anyio
+async def test_a_huge_retry_after_falls_back_to_the_capped_backoff(sleeps: list[float]) -> None:
+    with mock_api() as router:
+        router.get("/v1/tasks").mock(side_effect=[
+            httpx.Response(503, headers={"Retry-After": "1e308"}),
+            httpx.Response(200, json={"tasks": []}),
+        ])
+        async with make_client(retry_delay=0.001, max_retry_delay=0.001) as client:
+            await client.tasks.list()
+    (delay,) = sleeps
+    assert 0 <= delay <= 0.001
+
+
+class HookFailed(Exception):
+    pass
+
+
+@pytest.mark.anyio
+async def test_an_on_response_hook_failing_after_a_create_carries_the_created_task() -> None:
+    def on_response(event: Any) -> None:
+        raise HookFailed("tracing is down")
+
+    with mock_api() as router:
+        route = router.post("/v1/tasks").respond(200, json=TASK_BODY)
+        async with make_client(on_response=on_response) as client:
+            with pytest.raises(HookError) as info:
+                await client.tasks.create({"manifest": "p::b"})
+    assert route.call_count == 1  # never re-sent
+    assert isinstance(info.value.__cause__, HookFailed)
+    assert info.value.body == TASK_BODY
+    assert "on_response" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_an_on_response_hook_failing_after_an_error_answer_has_no_body() -> None:
+    async def on_response(event: Any) -> None:
+        raise HookFailed
+
+    with mock_api() as router:
+        router.get("/v1/tasks").respond(404, json={"message": "nope"})
+        async with make_client(on_response=on_response) as client:
+            with pytest.raises(HookError) as info:
+                await client.tasks.list()
+    assert info.value.body is None
+
+
+@pytest.mark.anyio
+async def test_an_on_request_hook_failing_is_a_hook_error_before_anything_is_sent() -> None:
+    def on_request(event: Any) -> None:
+        raise HookFailed
+
+    with mock_api() as router:
+        route = router.post("/v1/tasks").respond(200, json=TASK_BODY)
+        async with make_client(on_request=on_request) as client:
+            with pytest.raises(HookError, match="on_request") as info:
+                await client.tasks.create({"manifest": "p::b"})
+    assert route.call_count == 0
+    assert info.value.body is None
+    assert isinstance(info.value.__cause__, HookFailed)
