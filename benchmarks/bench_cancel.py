@@ -33,7 +33,6 @@ from typing import Any
 import _common
 import anyio
 from _common import Report, Server, median
-from lean_transport import LeanTransport
 from oomol_connect_sdk import OomolConnectClient as OfficialClient
 
 from oomol_connect_anyio import OomolConnectClient as OurClient
@@ -50,15 +49,14 @@ async def _clock_offset_ms(client: OurClient, server: Server) -> float:
     return float(task["created_at"]) - (before + after) / 2
 
 
-def _client(server: Server, lean: bool) -> OurClient:
-    transport = LeanTransport() if lean else None
-    return OurClient(base_url=server.url, api_token=server.token, transport=transport)
+def _client(server: Server) -> OurClient:
+    return OurClient(base_url=server.url, api_token=server.token)
 
 
 async def _cancel_during(server: Server, run: Callable[[OurClient], Awaitable[Any]],
-                         delay: float, lean: bool) -> tuple[float, float]:
+                         delay: float) -> tuple[float, float]:
     """(cancel time in epoch ms, seconds from the cancel until the block exited)."""
-    async with _client(server, lean) as client:
+    async with _client(server) as client:
         offset = await _clock_offset_ms(client, server)
         scope = anyio.CancelScope()
         exited: list[float] = []
@@ -78,8 +76,8 @@ async def _cancel_during(server: Server, run: Callable[[OurClient], Awaitable[An
 
 
 async def _move_on_after(server: Server, run: Callable[[OurClient], Awaitable[Any]],
-                         delay: float, lean: bool) -> tuple[float, float]:
-    async with _client(server, lean) as client:
+                         delay: float) -> tuple[float, float]:
+    async with _client(server) as client:
         offset = await _clock_offset_ms(client, server)
         start_wall, start = time.time(), time.perf_counter()
         with anyio.move_on_after(delay):
@@ -94,8 +92,7 @@ def _stops(server: Server, before: set[str]) -> list[tuple[str, dict[str, Any]]]
             if task_id not in before and row["manifest"] == "demo::sleep"]
 
 
-def _one(server: Server, backend: str, how: str, delay: float, many: int,
-         lean: bool = False) -> dict[str, Any]:
+def _one(server: Server, backend: str, how: str, delay: float, many: int) -> dict[str, Any]:
     def run(client: OurClient) -> Awaitable[Any]:
         if many:
             return client.tasks.run_many([NEVER] * many, max_concurrency=many)  # type: ignore[list-item]
@@ -103,7 +100,7 @@ def _one(server: Server, backend: str, how: str, delay: float, many: int,
 
     before = set(server.tasks())
     measure = _cancel_during if how == "cancel" else _move_on_after
-    cancel_ms, client_s = _common.run_on(backend, measure, server, run, delay, lean)
+    cancel_ms, client_s = _common.run_on(backend, measure, server, run, delay)
     tasks = _stops(server, before)
     statuses = [task["status"] for _, task in tasks]
     latencies = [task["updated_at"] - cancel_ms for _, task in tasks
@@ -165,8 +162,6 @@ def main(argv: list[str] | None = None) -> Report:
             (f"ours, move_on_after around run_many(20)/{backend}", backend, "move_on",
              "plain", CANCEL_AFTER, 20),
         ]
-    scenarios.append(("ours+lean, move_on_after around run_many(20)/asyncio", "asyncio",
-                      "move_on+lean", "plain", CANCEL_AFTER, 20))
     scenarios.append(("official, asyncio task.cancel()/asyncio", "asyncio", "official",
                       "plain", CANCEL_AFTER, 0))
     results: dict[str, list[dict[str, Any]]] = {s[0]: [] for s in scenarios}
@@ -184,8 +179,7 @@ def main(argv: list[str] | None = None) -> Report:
                     if how == "official":
                         result = _official(server)
                     else:
-                        mode, _, lean = how.partition("+")
-                        result = _one(server, backend, mode, delay, many, lean=bool(lean))
+                        result = _one(server, backend, how, delay, many)
                     results[label].append(result)
                     print(f"{label}: {result}", file=sys.stderr, flush=True)
     table = report.table(

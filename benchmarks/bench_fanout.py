@@ -32,7 +32,6 @@ import anyio
 import httpx
 from _common import Meter, Report, Server, median, ratio
 from _floors import H11Floor, HttpxFloor
-from lean_transport import LeanTransport
 from oomol_connect_sdk import OomolConnectClient as OfficialClient
 
 from oomol_connect_anyio import OomolConnectClient as OurClient
@@ -94,20 +93,15 @@ class GatedClient(httpx.AsyncClient):
             return await super().send(request, **kwargs)
 
 
-def ours(limits: str | None = None, lean: bool = False,
+def ours(limits: str | None = None,
          gate: int | None = None) -> Callable[[Server, Params], Awaitable[int]]:
     async def run(server: Server, params: Params) -> int:
         http_client: httpx.AsyncClient | None = None
-        transport = None
         if gate is not None:
             http_client = GatedClient(gate, follow_redirects=True)
-        elif lean:
-            pool = _limits(limits) or httpx.Limits()
-            transport = LeanTransport(max_connections=pool.max_connections,
-                                      max_keepalive_connections=pool.max_keepalive_connections)
         elif limits is not None:
             http_client = httpx.AsyncClient(limits=_limits(limits), follow_redirects=True)
-        async with OurClient(base_url=server.url, api_token=server.token, transport=transport,
+        async with OurClient(base_url=server.url, api_token=server.token,
                              http_client=http_client) as client:
             results = await client.tasks.run_many(
                 [params.request] * params.tasks,  # type: ignore[list-item]
@@ -188,8 +182,6 @@ def variants(concurrency: int, sweep: bool) -> list[Variant]:
             Variant(f"ours on httpx's pool {c}/{c}/asyncio", "asyncio", ours(f"{c}/{c}")),
             Variant("ours on httpx's pool 100/20/trio", "trio", ours("100/20")),
             Variant("ours gated 4 (4/4)/asyncio", "asyncio", ours(gate=4)),
-            Variant(f"ours+lean {c}/{c}/asyncio", "asyncio", ours(f"{c}/{c}", lean=True)),
-            Variant(f"ours+lean {c}/{c}/trio", "trio", ours(f"{c}/{c}", lean=True)),
             Variant("httpx floor + jitter/asyncio", "asyncio", floor("httpx", jitter=True)),
         ]
     return found
@@ -294,8 +286,8 @@ def main(argv: list[str] | None = None) -> Report:
         "'on httpx's pool a/b' passes http_client=httpx.AsyncClient(limits="
         "httpx.Limits(max_connections=a, max_keepalive_connections=b)) instead (100/20 was "
         "the default before the lanes); 'gated n' is such a client (n/n) whose requests "
-        "first wait in an anyio.CapacityLimiter(n) (GatedClient); 'ours+lean' uses the "
-        "prototype benchmarks/lean_transport.py. A client that answers faster polls more "
+        "first wait in an anyio.CapacityLimiter(n) (GatedClient). A client that answers "
+        "faster polls more "
         "often within the same fixed interval: compare 'client CPU ms/req' too.")
     report.finish(args)
     return report

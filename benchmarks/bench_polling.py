@@ -9,8 +9,8 @@ same requests (checked with the emulator's counters: ``req/op``):
 * run:  ``tasks.run`` of ``demo::echo`` (finished at once): create, one status poll,
   one log fetch (3 requests for every variant).
 
-Variants: this client on asyncio and trio (default httpx transport, and with the
-prototype ``lean_transport.LeanTransport``), the official ``oomol-connect-sdk``
+Variants: this client on asyncio and trio (its default transport), the official
+``oomol-connect-sdk``
 (asyncio only), the plain-httpx floor (one shared ``AsyncClient``, no SDK logic) and
 the raw h11 floor (h11 over an anyio socket). Rounds are interleaved, the median is
 kept; ratios compare values measured in the same run, on the same event loop.
@@ -28,7 +28,6 @@ from typing import Any
 import _common
 from _common import Meter, Report, Server, median, ratio
 from _floors import H11Floor, HttpxFloor
-from lean_transport import LeanTransport
 from oomol_connect_sdk import OomolConnectClient as OfficialClient
 
 from oomol_connect_anyio import OomolConnectClient as OurClient
@@ -65,14 +64,8 @@ class Driver:
 
 
 class Ours(Driver):
-    def __init__(self, name: str, backend: str, lean: bool = False) -> None:
-        super().__init__(name, backend)
-        self.lean = lean
-
     async def open(self, server: Server) -> None:
-        transport = LeanTransport() if self.lean else None
-        self.client = OurClient(base_url=server.url, api_token=server.token,
-                                transport=transport)
+        self.client = OurClient(base_url=server.url, api_token=server.token)
 
     async def create(self) -> str:
         return str((await self.client.tasks.create(ECHO))["id"])  # type: ignore[arg-type]
@@ -135,8 +128,6 @@ def drivers() -> list[Driver]:
         Floor("httpx floor", "trio", HttpxFloor),
         Ours("ours", "asyncio"),
         Ours("ours", "trio"),
-        Ours("ours+lean", "asyncio", lean=True),
-        Ours("ours+lean", "trio", lean=True),
         Official("official", "asyncio"),
     ]
 
@@ -286,8 +277,7 @@ def main(argv: list[str] | None = None) -> Report:
                         worst <= 0.8)
     report.notes.append(
         "Ratios: CPU per operation against the plain-httpx floor on the same event loop, and "
-        "against the official client (asyncio only). 'ours+lean' is this client with the "
-        "prototype benchmarks/lean_transport.py in place of httpcore (not the default). "
+        "against the official client (asyncio only). "
         "'client init' is constructing and closing a client (httpx builds an SSL context "
         "per AsyncClient even for http:// URLs).")
     report.finish(args)

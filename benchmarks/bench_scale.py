@@ -37,8 +37,6 @@ VARIANTS = {
     "ours run_many/trio": ("trio", "run_many"),
     "ours run_many_iter/asyncio": ("asyncio", "run_many_iter"),
     "ours run_many_iter/trio": ("trio", "run_many_iter"),
-    "ours+lean run_many/asyncio": ("asyncio", "run_many+lean"),
-    "ours+lean run_many_iter/asyncio": ("asyncio", "run_many_iter+lean"),
     "official gather+Semaphore/asyncio": ("asyncio", "official"),
 }
 
@@ -90,14 +88,8 @@ PROGRESS = Progress()
 async def _ours(url: str, token: str | None, mode: str, tasks: int, concurrency: int) -> int:
     from oomol_connect_anyio import OomolConnectClient
 
-    transport = None
-    if mode.endswith("+lean"):
-        from lean_transport import LeanTransport
-
-        transport = LeanTransport(max_connections=concurrency,
-                                  max_keepalive_connections=concurrency)
-    async with OomolConnectClient(base_url=url, api_token=token, transport=transport) as client:
-        if mode.partition("+")[0] == "run_many":
+    async with OomolConnectClient(base_url=url, api_token=token) as client:
+        if mode == "run_many":
             def count(index: int, outcome: Any) -> None:
                 PROGRESS.done += 1
 
@@ -198,7 +190,7 @@ def main(argv: list[str] | None = None) -> Report | None:
     labels = list(VARIANTS)
     if args.quick:  # 2,000 tasks, two variants: a smoke test, not a measurement
         args.tasks = 2_000
-        labels = ["ours run_many/asyncio", "ours+lean run_many_iter/asyncio"]
+        labels = ["ours run_many/asyncio", "ours run_many_iter/asyncio"]
     if args.only:
         labels = [label for label in labels if label in args.only.split(",")]
     report = Report(

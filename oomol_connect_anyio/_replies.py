@@ -24,7 +24,7 @@ _LOCAL = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, *_LOCAL)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built once per request: no frozen-dataclass setattr cost
 class Reply:
     """An answer read whole (and decompressed): what the sender hands back."""
 
