@@ -131,19 +131,23 @@ class Transport:
                 event = RequestEvent(method, label, url, attempt)
                 await self._hook("on_request", self._on_request, event, label, None)
             started = time.monotonic()
+            failure: httpx.RequestError | None = None
             try:
                 reply = await self._sender.send(method, url, headers, content, limits)
             except httpx.RequestError as exc:
-                await self._responded(label, url, attempt, started, None, exc)
-                sent = not never_sent(exc)
-                if is_transient(exc) and attempt < retries and (idempotent or not sent):
-                    await self._before_retry(label, url, attempt, None, repr(exc))
+                failure = exc
+            finally:
+                if multipart is not None:  # its files close now, whatever happened
+                    await multipart.aclose()
+            if failure is not None:
+                await self._responded(label, url, attempt, started, None, failure)
+                sent = not never_sent(failure)
+                if is_transient(failure) and attempt < retries and (idempotent or not sent):
+                    await self._before_retry(label, url, attempt, None, repr(failure))
                     attempt += 1
                     continue
-                raise connection_error(exc, method, url, sent and not idempotent) from exc
-            finally:
-                if multipart is not None:
-                    await multipart.aclose()
+                error = connection_error(failure, method, url, sent and not idempotent)
+                raise error from failure
             self._count(label, reply)
             await self._responded(label, url, attempt, started, reply, None)
             status = reply.status

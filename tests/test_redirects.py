@@ -7,6 +7,7 @@ a recorder of request headers. Both run on loopback ports, so B is another origi
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -281,3 +282,48 @@ async def test_a_redirected_upload_is_resent_without_the_token(
     assert result["result"]["total"] == 8
     assert servers.b_emulator.stats()["tasks_created"] == 1
     assert all("authorization" not in seen.headers for seen in servers.b.seen)
+
+
+@pytest.mark.parametrize("status", [307, 308])
+@pytest.mark.parametrize("where", ["moved", "elsewhere"])
+async def test_a_callers_http_client_follows_the_same_redirect_rules_as_the_default_path(
+    anyio_backend: str, status: int, where: str
+) -> None:
+    """Same-origin and cross-origin 307/308 over real sockets: the same requests reach each
+    server, with the same credentials, whichever way the client sends."""
+    import httpx
+
+    seen: dict[str, list[list[tuple[str, str, bool, bool]]]] = {}
+
+    def route(path: str, url: str) -> str:
+        return re.sub(r"/v1/tasks/[^/]+", "/v1/tasks/{id}", path.replace(url, ""))
+
+    for path in ("default", "http_client"):
+        async with two_servers(status) as servers:
+            http_client = httpx.AsyncClient() if path == "http_client" else None
+            async with OomolConnectClient(
+                base_url=f"{servers.a_url}/{where}/api",
+                api_token=TOKEN,
+                default_headers={"X-Trace": "abc"},
+                http_client=http_client,
+            ) as client:
+                with anyio.fail_after(10):
+                    result = await client.tasks.run(
+                        {"manifest": "demo::upper", "inputValues": {"text": "a"}}, FAST
+                    )
+            if http_client is not None:
+                await http_client.aclose()
+            assert result["result"] == {"text": "A"}
+            seen[path] = [
+                sorted({
+                    (s.method, route(s.path, url), "authorization" in s.headers,
+                     "x-trace" in s.headers)
+                    for s in server.seen
+                })
+                for server, url in ((servers.a, servers.a_url), (servers.b, servers.b_url))
+            ]
+    assert seen["default"] == seen["http_client"]
+    on_a, on_b = seen["default"]
+    assert all(has_token and has_trace for _, _, has_token, has_trace in on_a)
+    assert all(not has_token and not has_trace for _, _, has_token, has_trace in on_b)
+    assert (on_b == []) is (where == "moved")
