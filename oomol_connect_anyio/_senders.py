@@ -10,6 +10,7 @@ wrapped in ``ClientTransport`` (so it obeys the same rules).
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -135,6 +136,8 @@ class RequestSender:
     async def _read(self, response: httpx.Response, method: str, url: str) -> bytes:
         chunks = []
         size = 0
+        if "Content-Encoding" in response.headers:
+            response.stream = _Slices(response.stream)
         try:
             async for chunk in response.aiter_bytes():  # decompressed chunk by chunk
                 size += len(chunk)
@@ -149,6 +152,27 @@ class RequestSender:
         finally:
             await response.aclose()
         return b"".join(chunks)
+
+
+class _Slices(httpx.AsyncByteStream):
+    """A compressed body in small slices, so that no single decompression step can inflate
+    far beyond the size cap, however large the pieces the transport hands over."""
+
+    SIZE = 16 * 1024
+
+    def __init__(self, stream: httpx.AsyncByteStream | Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            if len(chunk) <= self.SIZE:
+                yield chunk
+                continue
+            for start in range(0, len(chunk), self.SIZE):
+                yield chunk[start : start + self.SIZE]
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _without_body_headers(headers: httpx.Headers | None) -> httpx.Headers | None:

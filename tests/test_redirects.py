@@ -327,3 +327,37 @@ async def test_a_callers_http_client_follows_the_same_redirect_rules_as_the_defa
     assert all(has_token and has_trace for _, _, has_token, has_trace in on_a)
     assert all(not has_token and not has_trace for _, _, has_token, has_trace in on_b)
     assert (on_b == []) is (where == "moved")
+
+
+async def test_a_gzip_bomb_over_a_real_socket_stops_at_the_cap(anyio_backend: str) -> None:
+    """Half a megabyte that inflates to half a gigabyte, through the default lanes: the
+    answer is refused at the 64 MiB default once decompressed, memory stays bounded."""
+    import gzip
+    import tracemalloc
+
+    from oomol_connect_anyio import InvalidResponseError
+
+    bomb = gzip.compress(b"\0" * (512 << 20), compresslevel=9)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        await drain(receive)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-encoding", b"gzip"),
+            (b"content-length", str(len(bomb)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": bomb})
+
+    async with serve_asgi(app) as url, OomolConnectClient(base_url=f"{url}/api") as client:
+        tracemalloc.start()
+        try:
+            with anyio.fail_after(30), pytest.raises(InvalidResponseError, match="max_response"):
+                await client.tasks.list()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 160 << 20  # the cap and one inflated slice, far from 512 MiB
