@@ -30,6 +30,7 @@ from oomol_connect_anyio import (
     OomolConnectClient,
     RequestEvent,
     UploadChangedError,
+    UploadError,
 )
 from oomol_connect_anyio import _multipart as multipart_module
 from oomol_connect_anyio._multipart import CHUNK_SIZE, MultipartBody
@@ -472,3 +473,18 @@ async def test_an_aborted_upload_closes_its_file_at_once(
             await client.tasks.create_with_files("pkg::blk", {}, path)
         assert opened
         assert all(handle.closed for handle in opened)  # before any garbage collection
+
+
+@pytest.mark.anyio
+async def test_a_file_object_closed_by_its_owner_mid_upload_is_an_upload_error() -> None:
+    data = io.BytesIO(b"z" * 1000)
+
+    def close_it(event: RequestEvent) -> None:
+        data.close()
+
+    transport = StreamingTransport(ok)
+    async with make_client(transport=transport, on_request=close_it) as client:
+        with pytest.raises(UploadError, match="could not be read") as info:
+            await client.tasks.create_with_files("pkg::blk", {}, data)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not isinstance(info.value, UploadChangedError)
