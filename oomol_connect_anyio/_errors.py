@@ -166,3 +166,11 @@ def error_class_for_status(status: int) -> type[ApiError]:
     if status >= 500:
         return ServerError
     return _STATUS_CLASSES.get(status, ApiError)
+
+
+class HookError(OomolConnectError):
+    """An ``on_response`` hook raised after a successful answer; ``body`` is that answer."""
+
+    def __init__(self, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.body = body
