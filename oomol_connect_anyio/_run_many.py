@@ -15,7 +15,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import anyio
 import anyio.lowlevel
@@ -49,6 +49,15 @@ class BatchPollingOptions(PollingSchedule, total=False):
 
 AnyPollingOptions = BatchPollingOptions | PollingOptions
 """What ``run_many`` accepts; either way its callbacks are called with the index first."""
+
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword arguments ``run_many`` and ``run_many_iter`` share (see ``run_many``)."""
+
+    max_concurrency: int | None
+    limiter: anyio.CapacityLimiter | None
+    polling_options: AnyPollingOptions | None
+    max_per_second: float | None
 Outcome = RunResult | Exception
 """A run's result, or (with ``return_exceptions=True``) the exception it ended with."""
 Requests = Iterable[CreateTaskRequest] | AsyncIterable[CreateTaskRequest]
@@ -81,11 +90,11 @@ class RunMany:
         lifecycle: Lifecycle,
         requests: Requests,
         *,
-        max_concurrency: int | None,
-        limiter: anyio.CapacityLimiter | None,
-        polling_options: AnyPollingOptions | None,
         return_exceptions: bool,
-        max_per_second: float | None,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        max_per_second: float | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._source, self._close_source = _open_source(requests)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -14,7 +14,7 @@ from .._lifecycle import Lifecycle
 from .._multipart import Files
 from .._options import parse_polling
 from .._run_many import (
-    AnyPollingOptions,
+    BatchOptions,
     OnResult,
     OutcomeList,
     OutcomeStream,
@@ -35,6 +35,9 @@ from .._types import (
     TaskInputValues,
     TaskLog,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Logs = list[TaskLog]
 
@@ -151,12 +154,9 @@ class Tasks:
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: Literal[False] = False,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> ResultList: ...
 
     @overload
@@ -164,24 +164,18 @@ class Tasks:
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeList: ...
 
     async def run_many(
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool = False,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeList | ResultList:
         """``run`` every request, at most ``max_concurrency`` (default 8) at a time.
 
@@ -202,15 +196,7 @@ class Tasks:
         its exception. A cancellation (or a timeout) around the call stops every
         remote task it created (unless ``stop_on_cancel`` is set to False).
         """
-        batch = RunMany(
-            self._lifecycle,
-            requests,
-            max_concurrency=max_concurrency,
-            limiter=limiter,
-            polling_options=polling_options,
-            return_exceptions=return_exceptions,
-            max_per_second=max_per_second,
-        )
+        batch = RunMany(self._lifecycle, requests, return_exceptions=return_exceptions, **options)
         return await batch.collect(on_result)
 
     @overload
@@ -218,34 +204,21 @@ class Tasks:
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: Literal[False] = False,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> ResultStream: ...
 
     @overload
     def run_many_iter(
-        self,
-        requests: Requests,
-        *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
-        return_exceptions: bool,
-        max_per_second: float | None = None,
+        self, requests: Requests, *, return_exceptions: bool, **options: Unpack[BatchOptions]
     ) -> OutcomeStream: ...
 
     def run_many_iter(
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool = False,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeStream | ResultStream:
         """As ``run_many``, as a context manager yielding ``(index, outcome)`` as runs end::
 
@@ -263,11 +236,5 @@ class Tasks:
         consumer slows the batch.
         """
         return RunMany(
-            self._lifecycle,
-            requests,
-            max_concurrency=max_concurrency,
-            limiter=limiter,
-            polling_options=polling_options,
-            return_exceptions=return_exceptions,
-            max_per_second=max_per_second,
+            self._lifecycle, requests, return_exceptions=return_exceptions, **options
         ).open()
