@@ -16,10 +16,9 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -96,7 +95,8 @@ class _Tracker:
 
     async def wait_empty(self) -> None:
         while self.scopes:
-            self._changed = anyio.Event()
+            if self._changed is None or self._changed.is_set():  # one event for all waiters
+                self._changed = anyio.Event()
             await self._changed.wait()
 
     def cut(self, deadline: float) -> None:
@@ -325,6 +325,7 @@ class Lifecycle:
         service = self._service()
         if service is None:
             return await self._create_inline(call, shields)
+        await anyio.lowlevel.checkpoint_if_cancelled()  # nothing to create for a caller gone
         handoff = _Handoff()
         service.start_soon(self._create_for, call, handoff, self._service_work.hold())
         try:
@@ -427,7 +428,7 @@ class Lifecycle:
 
 
 def reconcile_create(
-    tasks: list[Task], call: CreateCall, sent_at_ms: float, claimed: Any = ()
+    tasks: list[Task], call: CreateCall, sent_at_ms: float, claimed: Container[str] = ()
 ) -> tuple[Task | None, list[str]]:
     """The task a create whose answer was lost made, from a ``GET /v1/tasks`` listing.
 
