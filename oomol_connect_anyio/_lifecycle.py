@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Container, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.lowlevel
-import httpx
 from anyio.abc import TaskGroup
 
 from . import _concurrency, _errors
@@ -32,20 +30,16 @@ from ._inputs import build_create_payload, normalize_input_values, validate_mani
 from ._logs import extract_result
 from ._multipart import Files, MultipartBody, prepare_files
 from ._options import Polling
+from ._reconcile import may_have_been_taken, may_send_again, reconcile_create
 from ._task_api import TaskEndpoints
 from ._task_wait import TERMINAL, TaskWait
 from ._types import CreateTaskRequest, NodeInputs, RunResult, Task, TaskInputValues, TaskLog
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
-CLOCK_SKEW_MS = 30_000
-"""How far the server's clock may run behind ours: a task created up to this long before
-our create was sent (by our clock) may still be the one that create made."""
 CLAIM_WINDOW = 600.0
 """Seconds this client remembers the ids of the tasks it created (longer than any skew)."""
 CLOSE_DEADLINE = 2 * 3.0
 """Seconds ``aclose()`` gives runs in flight and the service group to send their stops."""
-# How a create's connection may end once sent (a timeout, or the peer closing it).
-_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.TimeoutException)
 _STOP_BACKOFF = (0.05, 0.5)  # first and largest delay between attempts of a cleanup stop
 
 
@@ -142,11 +136,11 @@ class Lifecycle:
             deadline = anyio.current_time() + CLOSE_DEADLINE
             for scope in self._runs.scopes:
                 scope.cancel()
-            with anyio.move_on_after(CLOSE_DEADLINE):
+            with anyio.CancelScope(deadline=deadline):
                 await self._runs.wait_empty()
             self._accepting = False
             self._service_work.cut(deadline)
-            with anyio.move_on_after(CLOSE_DEADLINE):
+            with anyio.CancelScope(deadline=deadline):
                 await self._service_work.wait_empty()
         group = self._group
         if group is None or anyio.get_current_task().id != self._owner:
@@ -258,12 +252,12 @@ class Lifecycle:
             try:
                 task = await self._send(call)
             except (ApiError, ConnectionError) as exc:
-                if not _may_have_been_taken(exc):
+                if not may_have_been_taken(exc):
                     raise
                 found = await self._reconcile_after(exc, call, sent_at_ms)
                 if found is not None:
                     return found
-                if resends >= self.api.max_retries or not _may_send_again(exc):
+                if resends >= self.api.max_retries or not may_send_again(exc):
                     raise
                 resends += 1
                 logger.debug("no task matches a create that failed (%s): sending it again", exc)
@@ -291,7 +285,9 @@ class Lifecycle:
         except Exception as exc:  # the create's own error is the one to raise
             add_note(error, f"(looking the task up failed too: {exc})")
             raise error from exc
-        adopted, uncertain = reconcile_create(listing["tasks"], call, sent_at_ms, self._claimed)
+        adopted, uncertain = reconcile_create(
+            listing["tasks"], call.manifest, call.input_values, sent_at_ms, self._claimed
+        )
         if adopted is not None:
             self._claim(adopted["id"])
             logger.info("adopted task %s, created by a create whose answer was lost", adopted["id"])
@@ -392,14 +388,10 @@ class Lifecycle:
     # -- runs -------------------------------------------------------------------------------
 
     @contextmanager
-    def tracked(self) -> Iterator[None]:
-        """Count a run in flight; ``close()`` cancels it: it then raises ``ClientClosedError``."""
-        self._metrics.in_flight_runs += 1
-        try:
-            with self._runs.running(anyio.CancelScope()) as scope:
-                yield
-        finally:
-            self._metrics.in_flight_runs -= 1
+    def _closable(self) -> Iterator[None]:
+        """A call ``close()`` may cancel: it then raises ``ClientClosedError``."""
+        with self._runs.running(anyio.CancelScope()) as scope:
+            yield
         if scope.cancelled_caught:
             raise ClientClosedError("the client was closed during this call; its task was stopped")
 
@@ -411,12 +403,19 @@ class Lifecycle:
         *,
         collect_logs: bool = True,
     ) -> RunResult:
-        """Create, wait, and return the task, its logs and its result."""
+        """Create, wait, and return the task, its logs and its result.
+
+        ``in_flight_runs`` counts the run from the moment its task exists.
+        """
         started = time.monotonic()
-        with self.tracked():
+        with self._closable():
             task = await self.create_owned(call, shields)
             waiter = TaskWait.after_create(self, task, polling, started)
-            final = await waiter.wait(collect_logs=collect_logs)
+            self._metrics.in_flight_runs += 1
+            try:
+                final = await waiter.wait(collect_logs=collect_logs)
+            finally:
+                self._metrics.in_flight_runs -= 1
             return {
                 "task_id": waiter.task_id,
                 "task": final,
@@ -424,97 +423,7 @@ class Lifecycle:
                 "result": extract_result(waiter.logs),
                 "stats": waiter.stats(),
             }
-        raise AssertionError("unreachable")  # pragma: no cover - tracked() raises
-
-
-def reconcile_create(
-    tasks: list[Task], call: CreateCall, sent_at_ms: float, claimed: Container[str] = ()
-) -> tuple[Task | None, list[str]]:
-    """The task a create whose answer was lost made, from a ``GET /v1/tasks`` listing.
-
-    A candidate has the same target and the same normalised ``inputValues``, was created no
-    earlier than ``sent_at_ms`` minus ``CLOCK_SKEW_MS`` and is not in ``claimed`` (ids this
-    client already owns). Returns ``(task, [])`` when exactly one matches, ``(None, [])``
-    when none can (safe to create again), and ``(None, ids)`` when several match, or a task
-    lacks what is needed to tell: creating again could duplicate, adopting could take
-    another client's task, so neither is done.
-    """
-    wanted = _canonical(call.input_values)
-    earliest = sent_at_ms - CLOCK_SKEW_MS
-    sure: list[Task] = []
-    maybe: list[str] = []
-    for task in tasks:
-        task_id = task.get("id")
-        if not isinstance(task_id, str) or task_id in claimed:
-            continue
-        if not _same_target(task.get("manifest_path"), call.manifest):
-            continue
-        created_at = task.get("created_at")
-        if isinstance(created_at, (int, float)) and created_at < earliest:
-            continue
-        values = task.get("inputValues")
-        if values is None or not isinstance(created_at, (int, float)):
-            maybe.append(task_id)
-            continue
-        try:
-            if _canonical(normalize_input_values(values)) != wanted:
-                continue
-        except (TypeError, ValueError):
-            continue
-        sure.append(task)
-    if len(sure) == 1 and not maybe:
-        return sure[0], []
-    return None, [*(task["id"] for task in sure), *maybe]
-
-
-def _canonical(values: list[NodeInputs]) -> str:
-    nodes = sorted(
-        (node["nodeId"], sorted((i["handle"], json.dumps(i.get("value"), sort_keys=True))
-                                for i in node["inputs"]))
-        for node in values
-    )
-    return json.dumps(nodes)
-
-
-def _same_target(manifest_path: object, manifest: str) -> bool:
-    """Whether a task's ``manifest_path`` is what ``manifest`` names.
-
-    Servers report the installed path (``.../packages/<pkg>-<x.y.z>/blocks/<name>/...`` or
-    ``.../packages/<pkg>/<x.y.z>/...``), not the ``pkg::name`` that was sent.
-    """
-    if not isinstance(manifest_path, str):
-        return False
-    if manifest_path == manifest:
-        return True
-    segments = [s for s in manifest_path.split("/") if s]
-    package, sep, name = manifest.partition("::")
-    if not sep:
-        return manifest in segments
-    version = re.compile(re.escape(package) + r"-\d")
-    for index, segment in enumerate(segments):
-        if segment == package or version.match(segment):
-            return name in segments[index + 1 :]
-    return False
-
-
-def _may_have_been_taken(error: Exception) -> bool:
-    """Whether a failed create may have made a task: its connection was lost or timed out
-    once the request was sent, or a proxy answered 502, 504, or 503 without Retry-After."""
-    if isinstance(error, ConnectionError):
-        return error.may_have_reached_server and isinstance(error.__cause__, _LOST)
-    if isinstance(error, ApiError):
-        if error.status in (502, 504):
-            return True
-        return error.status == 503 and getattr(error, "retry_after", None) is None
-    return False
-
-
-def _may_send_again(error: Exception) -> bool:
-    """Whether a create no task matches may be sent again: not after a timeout, as the
-    server may still be working on the first one."""
-    return not isinstance(error, ConnectionError) or not isinstance(
-        error.__cause__, httpx.TimeoutException
-    )
+        raise AssertionError("unreachable")  # pragma: no cover - _closable() raises
 
 
 def _transient(error: Exception) -> bool:

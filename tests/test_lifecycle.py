@@ -13,6 +13,7 @@ import pytest
 from helpers import served, settled
 
 from oomol_connect_anyio import OomolConnectClient, OomolConnectError, _errors, _lifecycle
+from oomol_connect_anyio._reconcile import CLOCK_SKEW_MS, reconcile_create
 from oomol_connect_anyio.emulator import Emulator, FaultRule, serve_emulator
 
 pytestmark = pytest.mark.anyio
@@ -172,12 +173,9 @@ async def test_a_create_that_never_reached_the_server_is_sent_again_once() -> No
     assert list(emulator.tasks) == [task["id"]]
 
 
-def call(manifest: str = "demo::upper", text: str = "a") -> _lifecycle.CreateCall:
-    async def never() -> Any:
-        raise AssertionError
-
-    values: Any = [{"nodeId": "_", "inputs": [{"handle": "text", "value": text}]}]
-    return _lifecycle.CreateCall(manifest, values, never)
+def call(manifest: str = "demo::upper", text: str = "a") -> tuple[str, Any]:
+    """The target and wire inputs of a create, as reconcile_create takes them."""
+    return manifest, [{"nodeId": "_", "inputs": [{"handle": "text", "value": text}]}]
 
 
 def listed(task_id: str, created_at: int, text: str = "a", **extra: Any) -> Any:
@@ -193,8 +191,11 @@ def listed(task_id: str, created_at: int, text: str = "a", **extra: Any) -> Any:
 
 def test_reconcile_adopts_exactly_one_match_and_never_guesses() -> None:
     sent = 1_000_000.0
-    skew = _lifecycle.CLOCK_SKEW_MS
-    reconcile = _lifecycle.reconcile_create
+    skew = CLOCK_SKEW_MS
+
+    def reconcile(tasks: Any, create: tuple[str, Any], sent: float, claimed: Any = ()) -> Any:
+        return reconcile_create(tasks, *create, sent, claimed)
+
     assert reconcile([listed("a", 1_000_100)], call(), sent) == (listed("a", 1_000_100), [])
     # other inputs, another block, too old, or already ours: no match, create again
     assert reconcile([listed("a", 1_000_100, text="b")], call(), sent) == (None, [])

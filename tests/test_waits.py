@@ -297,6 +297,7 @@ async def test_create_and_wait_returns_task_with_stats_side_channel(
     stats = get_wait_stats(task)
     assert stats is not None
     assert stats["status_polls"] == 0  # the create answer was already terminal
+    assert get_wait_stats(dict(task)) == stats == get_wait_stats(task["id"])  # by id
     assert get_wait_stats({"id": "x"}) is None
 
 
