@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, cast
 
 import anyio
 
@@ -137,7 +137,7 @@ class TaskWait:
         finally:
             current_tally.reset(token)
         _remember_stats(self.task_id, self.stats())
-        return task
+        return cast(Task, dict(task))  # the caller's own copy, not the last poll's answer
 
     async def drain_logs(self) -> None:
         """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes."""
