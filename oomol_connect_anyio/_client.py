@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 
 from ._lanes import DEFAULT_LIMITS, check_limits
+from ._lifecycle import Lifecycle
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
+from ._task_api import TaskEndpoints
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, RetryPolicy, Transport
 from ._types import ClientOptions
 from .resources.blocks import Blocks
@@ -170,7 +172,8 @@ class OomolConnectClient:
             limits=check_limits(limits),
             max_response_bytes=_check_max_response_bytes(max_response_bytes),
         )
-        self.tasks = Tasks(self._transport)
+        self._lifecycle = Lifecycle(TaskEndpoints(self._transport))
+        self.tasks = Tasks(self._transport, self._lifecycle)
         self.flows = Flows(self._transport)
         self.blocks = Blocks(self._transport)
         self.packages = Packages(self._transport)
@@ -185,12 +188,20 @@ class OomolConnectClient:
         return self._transport.metrics.snapshot()
 
     async def aclose(self) -> None:
-        """Close the connection pool (a caller-supplied ``http_client`` is left open)."""
+        """Cancel the runs in flight and send their stops (bounded), then close the
+        connection pool (a caller-supplied ``http_client`` is left open).
+
+        Call it from the task that entered the client (``async with`` does).
+        """
+        await self._lifecycle.close()
         await self._transport.aclose()
 
     close = aclose
 
     async def __aenter__(self) -> OomolConnectClient:
+        """Open the client's service task group, where creates and the stops of
+        abandoned tasks run beyond the reach of a caller's cancellation."""
+        await self._lifecycle.open()
         return self
 
     async def __aexit__(

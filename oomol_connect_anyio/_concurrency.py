@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -18,9 +18,10 @@ if sys.version_info < (3, 11):
 T = TypeVar("T")
 
 STOP_DEADLINE = 3.0
-"""Seconds the exchange of a shielded remote stop may take (waiting for a free
-connection behind other requests does not count), and what a batch that aborts
-gives creates in flight."""
+"""Seconds a cleanup stop keeps trying: its first exchange may take that long (waiting
+for a free connection behind other requests does not count), and transient failures are
+retried until that long after the first one. Also what a batch that aborts gives creates
+in flight when the client is not open."""
 
 
 async def call(callback: Callable[..., Any], *args: Any) -> None:
@@ -41,6 +42,9 @@ def single_error() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
+        interrupt = _interrupt_in(group)
+        if interrupt is not None:
+            raise interrupt from interrupt.__cause__
         errors = group.exceptions
         if any(isinstance(e, BaseExceptionGroup) or not isinstance(e, Exception) for e in errors):
             raise
@@ -48,6 +52,24 @@ def single_error() -> Iterator[None]:
             logger.debug("also failed at the same time: %r", other)
         error = errors[0]
         raise error from error.__cause__
+
+
+def _interrupt_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """A ``KeyboardInterrupt`` or ``SystemExit`` in ``group`` (nested ones too), if any:
+    raised bare so that ``except KeyboardInterrupt`` and ``sys.exit(3)`` work."""
+    matched, _ = group.split((KeyboardInterrupt, SystemExit))
+    found: BaseException | None = matched
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, on 3.10 too (shown by the exceptiongroup backport)."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -64,18 +86,3 @@ def deadline(timeout: float | None, expired: Callable[[], BaseException]) -> Ite
         yield
     if scope.cancelled_caught:
         raise expired()
-
-
-async def shielded(action: Callable[[float], Awaitable[Any]], what: str) -> bool:
-    """Run cleanup that must happen even under cancellation; ``action(STOP_DEADLINE)``
-    bounds its own request.
-
-    Its failure is logged, never raised, so it cannot mask the original error.
-    """
-    with anyio.CancelScope(shield=True):
-        try:
-            await action(STOP_DEADLINE)
-        except Exception as exc:
-            logger.warning("%s failed: %s", what, exc)
-            return False
-    return True

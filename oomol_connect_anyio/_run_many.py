@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -16,17 +15,17 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, TypedDict, cast
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._concurrency import STOP_DEADLINE, call, single_error
+from ._concurrency import STOP_DEADLINE, add_note, call, single_error
 from ._inputs import build_create_payload
+from ._lifecycle import Lifecycle
 from ._options import parse_polling
-from ._task_wait import TaskWait
 from ._types import (
     CreateTaskRequest,
     PollingOptions,
@@ -39,8 +38,6 @@ from ._types import (
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
-if TYPE_CHECKING:
-    from .resources.tasks import Tasks
 
 
 class BatchPollingOptions(PollingSchedule, total=False):
@@ -52,6 +49,15 @@ class BatchPollingOptions(PollingSchedule, total=False):
 
 AnyPollingOptions = BatchPollingOptions | PollingOptions
 """What ``run_many`` accepts; either way its callbacks are called with the index first."""
+
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword arguments ``run_many`` and ``run_many_iter`` share (see ``run_many``)."""
+
+    max_concurrency: int | None
+    limiter: anyio.CapacityLimiter | None
+    polling_options: AnyPollingOptions | None
+    max_per_second: float | None
 Outcome = RunResult | Exception
 """A run's result, or (with ``return_exceptions=True``) the exception it ended with."""
 Requests = Iterable[CreateTaskRequest] | AsyncIterable[CreateTaskRequest]
@@ -81,17 +87,17 @@ class RunMany:
 
     def __init__(
         self,
-        tasks: Tasks,
+        lifecycle: Lifecycle,
         requests: Requests,
         *,
-        max_concurrency: int | None,
-        limiter: anyio.CapacityLimiter | None,
-        polling_options: AnyPollingOptions | None,
         return_exceptions: bool,
-        max_per_second: float | None,
+        max_concurrency: int | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+        polling_options: AnyPollingOptions | None = None,
+        max_per_second: float | None = None,
     ) -> None:
-        self._tasks = tasks
-        self._source = _open_source(requests)
+        self._lifecycle = lifecycle
+        self._source, self._close_source = _open_source(requests)
         self._limiter_arg = _check_limits(max_concurrency, limiter)
         self._polling = parse_polling(
             cast("Mapping[str, Any]", polling_options), stop_on_cancel=True
@@ -118,15 +124,18 @@ class RunMany:
         self._limiter = anyio.CapacityLimiter(limit) if isinstance(limit, int) else limit
         self._slots = anyio.CapacityLimiter(self._limiter.total_tokens)
         send, receive = anyio.create_memory_object_stream[tuple[int, Outcome]]()
-        with single_error():
-            async with anyio.create_task_group() as group:
-                self._group = group
-                group.start_soon(self._feed, group, send)
-                try:
-                    yield receive
-                finally:
-                    self._abort()
-                    receive.close()
+        try:
+            with single_error():
+                async with anyio.create_task_group() as group:
+                    self._group = group
+                    group.start_soon(self._feed, group, send)
+                    try:
+                        yield receive
+                    finally:
+                        self._abort()
+                        receive.close()
+        finally:
+            await self._close_source()
         if self._errors:
             count = len(self._errors)
             raise ExceptionGroup(
@@ -183,20 +192,18 @@ class RunMany:
             await self._finish(index, outcome, token, send)
 
     async def _run_one(self, index: int, request: CreateTaskRequest) -> RunResult:
-        started = time.monotonic()
-        create = lambda: self._tasks.create(request)  # noqa: E731
-        task = await self._tasks._create_owned(create, self._shields)
         polling = dataclasses.replace(
             self._polling,
             on_progress=_with_index(self._polling.on_progress, index),
             on_log=_with_index(self._polling.on_log, index),
         )
-        return await self._tasks._run(TaskWait.after_create(self._tasks, task, polling, started))
+        call = self._lifecycle.json_call(request)
+        return await self._lifecycle.run(call, polling, self._shields)
 
     async def _finish(self, index: int, outcome: Outcome, token: object, send: Sender) -> None:
         """Hand an outcome over (or fail fast), then free the request's slot."""
         if isinstance(outcome, Exception) and not self._return_exceptions:
-            _add_note(outcome, f"(request {index} of run_many)")
+            add_note(outcome, f"(request {index} of run_many)")
             self._fail(outcome)
             return
         try:
@@ -225,13 +232,6 @@ class RunMany:
             shield.deadline = min(shield.deadline, deadline)
         if self._group is not None:
             self._group.cancel_scope.cancel()
-
-
-def _add_note(error: Exception, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-    else:  # shown by the exceptiongroup backport's traceback formatting
-        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 def _with_index(callback: Callable[[Any], Any] | None, index: int) -> Callable[[Any], Any] | None:
@@ -270,8 +270,9 @@ def _check_rate(rate: object) -> float:
     return float(rate)
 
 
-def _open_source(requests: object) -> Callable[[], Any]:
-    """A function returning the next request (awaitable) or ``_END``.
+def _open_source(requests: object) -> tuple[Callable[[], Any], Callable[[], Awaitable[None]]]:
+    """A function returning the next request (awaitable) or ``_END``, and one closing the
+    input when the batch ends (a generator left part-way is closed now, not by the GC).
 
     A sequence is validated whole before anything starts; any other input is
     pulled lazily and each bad item becomes that item's error.
@@ -290,7 +291,13 @@ def _open_source(requests: object) -> Callable[[], Any]:
             except StopAsyncIteration:
                 return _END
 
-        return next_async
+        async def close_async() -> None:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+        return next_async, close_async
     if not isinstance(requests, Iterable):
         raise TypeError(f"requests must be an iterable, not {type(requests).__name__}")
     if isinstance(requests, Sequence):
@@ -304,4 +311,9 @@ def _open_source(requests: object) -> Callable[[], Any]:
     async def next_sync() -> object:
         return next(items, _END)
 
-    return next_sync
+    async def close_sync() -> None:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+    return next_sync, close_sync

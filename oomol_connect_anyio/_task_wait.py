@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn, Protocol, cast
 
 import anyio
 
@@ -16,9 +17,6 @@ from ._metrics import RequestTally, current_tally
 from ._options import Polling
 from ._polling import poll_until
 from ._types import Task, TaskLog, WaitStats
-
-if TYPE_CHECKING:
-    from .resources.tasks import Tasks
 
 TERMINAL = frozenset({"completed", "failed", "stopped"})
 _DRAIN_INTERVAL = 0.05
@@ -42,15 +40,32 @@ TaskEvent = TaskProgress | TaskLogEvent
 Emit = Callable[[TaskEvent], Awaitable[None]]
 
 
-class TaskDict(dict[str, Any]):
-    """A ``Task`` as returned by the waits: a plain dict plus a ``stats`` attribute."""
+class TaskSource(Protocol):
+    """What a wait needs: the task's status and logs, and a stop when it is abandoned."""
 
-    stats: WaitStats | None = None
+    async def get(self, task_id: str) -> Task: ...
+
+    async def get_logs(self, task_id: str) -> list[TaskLog]: ...
+
+    async def stop_abandoned(self, task_id: str) -> bool: ...
+
+
+_RECENT_STATS: OrderedDict[str, WaitStats] = OrderedDict()
+_RECENT_STATS_KEPT = 4096
+
+
+def _remember_stats(task_id: str, stats: WaitStats) -> None:
+    _RECENT_STATS[task_id] = stats
+    _RECENT_STATS.move_to_end(task_id)
+    while len(_RECENT_STATS) > _RECENT_STATS_KEPT:
+        _RECENT_STATS.popitem(last=False)
 
 
 def get_wait_stats(task: object) -> WaitStats | None:
-    """The ``WaitStats`` of a task returned by a wait, or ``None``."""
-    return task.stats if isinstance(task, TaskDict) else None
+    """The ``WaitStats`` of the latest wait for ``task`` (a task dict, any copy of it, or
+    its id), or ``None`` if none of the last few thousand waits was for it."""
+    task_id = task.get("id") if isinstance(task, dict) else task
+    return _RECENT_STATS.get(task_id) if isinstance(task_id, str) else None
 
 
 class TaskWait:
@@ -62,7 +77,7 @@ class TaskWait:
 
     def __init__(
         self,
-        tasks: Tasks,
+        tasks: TaskSource,
         task_id: str,
         polling: Polling,
         *,
@@ -88,7 +103,7 @@ class TaskWait:
 
     @classmethod
     def after_create(
-        cls, tasks: Tasks, created: Task, polling: Polling, started: float
+        cls, tasks: TaskSource, created: Task, polling: Polling, started: float
     ) -> TaskWait:
         """The wait for a task this client just created (``created`` is the answer)."""
         return cls(tasks, created["id"], polling, started=started, created=created)
@@ -97,7 +112,7 @@ class TaskWait:
     def terminal(self) -> bool:
         return self.last_task is not None and self.last_task.get("status") in TERMINAL
 
-    async def wait(self, *, raise_on_failure: bool = True, collect_logs: bool = False) -> TaskDict:
+    async def wait(self, *, raise_on_failure: bool = True, collect_logs: bool = False) -> Task:
         """Poll to a terminal status; stop the remote task if abandoned and asked to.
 
         The logs are drained at the end when followed, when ``collect_logs`` is
@@ -117,13 +132,12 @@ class TaskWait:
                 self._raise_for_status(task)
         except BaseException:
             if self._polling.stop_on_cancel and not self.terminal:
-                await self._tasks.stop_quietly(self.task_id)
+                await self._tasks.stop_abandoned(self.task_id)
             raise
         finally:
             current_tally.reset(token)
-        result = TaskDict(task)
-        result.stats = self.stats()
-        return result
+        _remember_stats(self.task_id, self.stats())
+        return cast(Task, dict(task))  # the caller's own copy, not the last poll's answer
 
     async def drain_logs(self) -> None:
         """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes."""

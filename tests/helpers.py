@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,3 +222,21 @@ def our_running_tasks() -> list[str]:
                 break
             coro = getattr(coro, "cr_await", None)
     return ours
+
+
+async def settled(client: OomolConnectClient) -> None:
+    """Wait until the client's service group has sent the creates and stops in flight
+    (a cancelled call returns at once; the stop of the task it abandoned follows)."""
+    await client._lifecycle.settled()
+
+
+@asynccontextmanager
+async def served(emulator: Any, **options: Any) -> AsyncIterator[OomolConnectClient]:
+    """An emulator over loopback, and an open client of it with near-zero retry delays."""
+    from oomol_connect_anyio.emulator import serve_emulator
+
+    async with (
+        serve_emulator(emulator, host="127.0.0.1", port=0) as url,
+        OomolConnectClient(base_url=url, retry_delay=0.001, **options) as client,
+    ):
+        yield client

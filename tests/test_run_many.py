@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from helpers import settled
 
 from oomol_connect_anyio import OomolConnectClient, RunResult, TaskFailedError
 from oomol_connect_anyio.emulator import BlockContext, Emulator, FaultRule, serve_emulator
@@ -348,7 +349,8 @@ async def test_cancelled_while_creating_still_stops_the_task() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(cancel_once_sent)
             await client.tasks.run_many([req(0, LONG)], polling_options=POLL)
-        # the create was waited for, under a shield, so the new task could be stopped
+        assert statuses(emu) == []  # the batch did not wait for the create's answer
+        await settled(client)  # the service group stopped the task once its id came
         assert statuses(emu) == ["stopped"]
 
 
@@ -376,6 +378,7 @@ async def test_failing_input_iterator_fails_the_batch() -> None:
     async with served() as (emu, client):
         with pytest.raises(ExceptionGroup) as caught:
             await client.tasks.run_many(requests(), polling_options=POLL, return_exceptions=True)
+        await settled(client)
         assert statuses(emu) == ["stopped"] * 2
     assert [type(e) for e in caught.value.exceptions] == [OSError]
 
@@ -417,6 +420,7 @@ async def test_iter_early_break_stops_the_runs_in_flight() -> None:
             async for index, _ in outcomes:
                 assert index == 0
                 break
+        await settled(client)
         assert_all_ended(emu)
         # Run 0's slot frees as it is received, so a 4th run may have started
         # before the break: it is stopped like the others.
@@ -551,6 +555,7 @@ async def test_bad_item_in_lazy_input_fails_fast() -> None:
     async with served() as (emu, client):
         with pytest.raises(ExceptionGroup) as caught:
             await client.tasks.run_many(requests(), polling_options=POLL)
+        await settled(client)
         assert statuses(emu) == ["stopped"]
     [error] = caught.value.exceptions
     assert isinstance(error, TypeError)

@@ -297,6 +297,7 @@ async def test_create_and_wait_returns_task_with_stats_side_channel(
     stats = get_wait_stats(task)
     assert stats is not None
     assert stats["status_polls"] == 0  # the create answer was already terminal
+    assert get_wait_stats(dict(task)) == stats == get_wait_stats(task["id"])  # by id
     assert get_wait_stats({"id": "x"}) is None
 
 
@@ -433,13 +434,23 @@ async def test_cancel_while_the_create_is_in_flight_stops_the_new_task(
     with anyio.fail_after(GUARD), anyio.move_on_after(0.05) as scope:
         await client.tasks.run({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}, FAST)
     assert scope.cancelled_caught
+    assert emulator.stats()["tasks_created"] == 0  # the call did not wait for the create
+    with anyio.fail_after(GUARD):
+        while emulator.stats()["stops"] < 1:  # noqa: ASYNC110 - the emulator has no event
+            await anyio.sleep(0.01)
     assert emulator.stats()["tasks_created"] == 1
     assert emulator.stats()["tasks_by_status"] == {"stopped": 1}
 
 
-async def test_the_stop_after_abandon_is_one_attempt_and_never_masks_the_error(
-    client: OomolConnectClient, emulator: Emulator
+async def test_the_stop_after_abandon_gives_up_at_its_deadline_and_never_masks_the_error(
+    client: OomolConnectClient,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    from oomol_connect_anyio import _concurrency
+
+    monkeypatch.setattr(_concurrency, "STOP_DEADLINE", 0.3)  # 3 s, shortened
     emulator.faults.add(
         FaultRule(route="POST /v1/tasks/{id}/stop", error_rate=1.0, error_statuses=(503,))
     )
@@ -448,5 +459,32 @@ async def test_the_stop_after_abandon_is_one_attempt_and_never_masks_the_error(
             {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
             {**FAST, "timeout_ms": 50},
         )
-    assert emulator.stats()["requests"]["POST /v1/tasks/{id}/stop"] == 1
+    assert emulator.stats()["requests"]["POST /v1/tasks/{id}/stop"] > 1  # it kept trying
     assert emulator.stats()["tasks_by_status"] == {"running": 1}
+    gave_up = [r for r in caplog.records if "stopping task" in r.getMessage()]
+    assert len(gave_up) == 1
+    assert gave_up[0].levelname == "WARNING"
+
+
+async def test_the_stop_after_abandon_rides_out_a_burst_of_503(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    emulator.faults.add(
+        FaultRule(route="POST /v1/tasks/{id}/stop", error_rate=1.0, error_statuses=(503,))
+    )
+
+    async def end_the_burst() -> None:
+        while emulator.stats()["requests"].get("POST /v1/tasks/{id}/stop", 0) < 3:  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        emulator.faults.clear()
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as group:
+            group.start_soon(end_the_burst)
+            with pytest.raises(TimeoutError):
+                await client.tasks.run(
+                    {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
+                    {**FAST, "timeout_ms": 50},
+                )
+    assert emulator.stats()["requests"]["POST /v1/tasks/{id}/stop"] >= 4
+    assert emulator.stats()["tasks_by_status"] == {"stopped": 1}

@@ -1,25 +1,20 @@
-"""``client.tasks``: create, inspect, stop and wait for tasks."""
+"""``client.tasks``: create, inspect, stop and wait for tasks (a facade over the lifecycle)."""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import anyio
-import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._concurrency import logger, shielded, single_error
-from .._inputs import build_create_payload, normalize_input_values, validate_manifest
-from .._logs import extract_result
-from .._multipart import Files, MultipartBody, prepare_files
+from .._concurrency import single_error
+from .._lifecycle import Lifecycle
+from .._multipart import Files
 from .._options import parse_polling
-from .._responses import list_of_objects, logs_with_ids, object_with_id
 from .._run_many import (
-    AnyPollingOptions,
+    BatchOptions,
     OnResult,
     OutcomeList,
     OutcomeStream,
@@ -28,7 +23,8 @@ from .._run_many import (
     ResultStream,
     RunMany,
 )
-from .._task_wait import TaskDict, TaskEvent, TaskWait
+from .._task_api import TaskEndpoints
+from .._task_wait import TaskEvent, TaskWait
 from .._transport import Transport
 from .._types import (
     CreateTaskRequest,
@@ -40,25 +36,27 @@ from .._types import (
     TaskLog,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 Logs = list[TaskLog]
 
 
 class Tasks:
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
+    def __init__(self, transport: Transport, lifecycle: Lifecycle | None = None) -> None:
+        self._lifecycle = lifecycle or Lifecycle(TaskEndpoints(transport))
+        self._api = self._lifecycle.api
 
     async def list(self) -> ListTasksResponse:
         """``GET /v1/tasks``."""
-        body = await self._transport.request("GET", "/v1/tasks")
-        return {"tasks": cast("list[Task]", list_of_objects(body, "tasks"))}
+        return await self._api.list()
 
     async def create(self, request: CreateTaskRequest) -> Task:
-        """``POST /v1/tasks`` with ``manifest`` (or ``blockId``) and ``inputValues``."""
-        payload = build_create_payload(request)
-        body = await self._transport.request(
-            "POST", "/v1/tasks", json_body=payload, idempotent=False
-        )
-        return cast(Task, object_with_id(body, "task"))
+        """``POST /v1/tasks`` with ``manifest`` (or ``blockId``) and ``inputValues``.
+
+        A create whose answer was lost is reconciled (see the README, "Reliability").
+        """
+        return await self._lifecycle.create(self._lifecycle.json_call(request))
 
     async def create_with_files(
         self,
@@ -70,36 +68,24 @@ class Tasks:
 
         Files are checked before the request and streamed from a worker thread.
         """
-        fields = {
-            "manifest": validate_manifest(manifest),
-            "inputValues": json.dumps(normalize_input_values(input_values)),
-        }
-        body = MultipartBody(fields, prepare_files(files))
-        answer = await self._transport.request(
-            "POST", "/v1/tasks", multipart=body, idempotent=False
+        return await self._lifecycle.create(
+            self._lifecycle.multipart_call(manifest, input_values, files)
         )
-        return cast(Task, object_with_id(answer, "task"))
 
     async def get(self, task_id: str) -> Task:
         """``GET /v1/tasks/{id}`` (wrapped or bare answers)."""
-        body = await self._transport.request("GET", "/v1/tasks/{id}", task_id)
-        return cast(Task, object_with_id(body, "task"))
+        return await self._api.get(task_id)
 
     async def stop(
         self, task_id: str, *, retry: bool = True, request_timeout: float | None = None
     ) -> Task:
         """``POST /v1/tasks/{id}/stop``; ``retry=False`` makes a single attempt and
         ``request_timeout`` overrides the client's per-request timeout."""
-        body = await self._transport.request(
-            "POST", "/v1/tasks/{id}/stop", task_id, retry=retry, request_timeout=request_timeout
-        )
-        self._transport.metrics.stops_sent += 1
-        return cast(Task, object_with_id(body, "task"))
+        return await self._api.stop(task_id, retry=retry, request_timeout=request_timeout)
 
     async def get_logs(self, task_id: str) -> Logs:
         """``GET /v1/tasks/{id}/logs``: the whole list, ascending ``id``."""
-        body = await self._transport.request("GET", "/v1/tasks/{id}/logs", task_id)
-        return cast("list[TaskLog]", logs_with_ids(body))
+        return await self._api.get_logs(task_id)
 
     async def wait_for_completion(
         self, task_id: str, polling_options: PollingOptions | None = None
@@ -107,27 +93,25 @@ class Tasks:
         """Poll until the task ends; raise ``TaskFailedError``, ``TaskStoppedError`` or a timeout.
 
         ``stop_on_cancel`` defaults to False here: the task is the caller's.
+        ``get_wait_stats(task)`` then tells what the wait cost.
         """
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
-        return cast(Task, await TaskWait(self, task_id, polling).wait())
+        return await TaskWait(self._lifecycle, task_id, polling).wait()
 
     async def create_and_wait(
         self, request: CreateTaskRequest, polling_options: PollingOptions | None = None
     ) -> Task:
         """``create`` then ``wait_for_completion``; the task is stopped if abandoned."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
-        started = time.monotonic()
-        task = await self._create_owned(lambda: self.create(request))
-        return cast(Task, await self._tracked(TaskWait.after_create(self, task, polling, started)))
+        call = self._lifecycle.json_call(request)
+        return (await self._lifecycle.run(call, polling, collect_logs=False))["task"]
 
     async def run(
         self, request: CreateTaskRequest, polling_options: PollingOptions | None = None
     ) -> RunResult:
         """Create, wait, and return the task, its logs and its result (``RunResult``)."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
-        started = time.monotonic()
-        task = await self._create_owned(lambda: self.create(request))
-        return await self._run(TaskWait.after_create(self, task, polling, started))
+        return await self._lifecycle.run(self._lifecycle.json_call(request), polling)
 
     async def run_with_files(
         self,
@@ -138,59 +122,8 @@ class Tasks:
     ) -> RunResult:
         """``create_with_files``, then as ``run``."""
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=True)
-        started = time.monotonic()
-        task = await self._create_owned(
-            lambda: self.create_with_files(manifest, input_values, files)
-        )
-        return await self._run(TaskWait.after_create(self, task, polling, started))
-
-    async def _create_owned(
-        self,
-        create: Callable[[], Awaitable[Task]],
-        shields: set[anyio.CancelScope] | None = None,
-    ) -> Task:
-        """Create a task this client will own, so that a cancellation cannot lose it.
-
-        The create request runs shielded (so at most for the request ``timeout``);
-        a cancellation that arrived meanwhile then stops the new task and goes
-        on. A batch passes ``shields`` to cut the shield short when it aborts.
-        """
-        shield = anyio.CancelScope(shield=True)
-        if shields is not None:
-            shields.add(shield)
-        try:
-            with shield:
-                task = await create()
-        finally:
-            if shields is not None:
-                shields.discard(shield)
-        if shield.cancelled_caught:
-            logger.warning("gave up creating a task after a cancellation; it may exist")
-            await anyio.lowlevel.checkpoint()  # re-raise the cancellation
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await self.stop_quietly(task["id"])
-            raise
-        return task
-
-    async def _tracked(self, waiter: TaskWait, *, collect_logs: bool = False) -> TaskDict:
-        metrics = self._transport.metrics
-        metrics.in_flight_runs += 1
-        try:
-            return await waiter.wait(collect_logs=collect_logs)
-        finally:
-            metrics.in_flight_runs -= 1
-
-    async def _run(self, waiter: TaskWait) -> RunResult:
-        task = await self._tracked(waiter, collect_logs=True)
-        return {
-            "task_id": waiter.task_id,
-            "task": cast(Task, task),
-            "logs": waiter.logs,
-            "result": extract_result(waiter.logs),
-            "stats": waiter.stats(),
-        }
+        call = self._lifecycle.multipart_call(manifest, input_values, files)
+        return await self._lifecycle.run(call, polling)
 
     @asynccontextmanager
     async def watch(
@@ -204,7 +137,7 @@ class Tasks:
         """
         polling = parse_polling(cast("Mapping[str, Any]", polling_options), stop_on_cancel=False)
         send, receive = anyio.create_memory_object_stream[TaskEvent]()
-        waiter = TaskWait(self, task_id, polling, emit=send.send)
+        waiter = TaskWait(self._lifecycle, task_id, polling, emit=send.send)
 
         async def produce() -> None:
             async with send:
@@ -216,24 +149,14 @@ class Tasks:
                 yield receive
                 group.cancel_scope.cancel()
 
-    async def stop_quietly(self, task_id: str) -> bool:
-        """Stop a task from cleanup code: one attempt, shielded, bounded, never raising."""
-        async def stop(seconds: float) -> None:
-            await self.stop(task_id, retry=False, request_timeout=seconds)
-
-        return await shielded(stop, f"stopping task {task_id}")
-
     @overload
     async def run_many(
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: Literal[False] = False,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> ResultList: ...
 
     @overload
@@ -241,24 +164,18 @@ class Tasks:
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeList: ...
 
     async def run_many(
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool = False,
         on_result: OnResult | None = None,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeList | ResultList:
         """``run`` every request, at most ``max_concurrency`` (default 8) at a time.
 
@@ -279,15 +196,7 @@ class Tasks:
         its exception. A cancellation (or a timeout) around the call stops every
         remote task it created (unless ``stop_on_cancel`` is set to False).
         """
-        batch = RunMany(
-            self,
-            requests,
-            max_concurrency=max_concurrency,
-            limiter=limiter,
-            polling_options=polling_options,
-            return_exceptions=return_exceptions,
-            max_per_second=max_per_second,
-        )
+        batch = RunMany(self._lifecycle, requests, return_exceptions=return_exceptions, **options)
         return await batch.collect(on_result)
 
     @overload
@@ -295,34 +204,21 @@ class Tasks:
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: Literal[False] = False,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> ResultStream: ...
 
     @overload
     def run_many_iter(
-        self,
-        requests: Requests,
-        *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
-        return_exceptions: bool,
-        max_per_second: float | None = None,
+        self, requests: Requests, *, return_exceptions: bool, **options: Unpack[BatchOptions]
     ) -> OutcomeStream: ...
 
     def run_many_iter(
         self,
         requests: Requests,
         *,
-        max_concurrency: int | None = None,
-        limiter: anyio.CapacityLimiter | None = None,
-        polling_options: AnyPollingOptions | None = None,
         return_exceptions: bool = False,
-        max_per_second: float | None = None,
+        **options: Unpack[BatchOptions],
     ) -> OutcomeStream | ResultStream:
         """As ``run_many``, as a context manager yielding ``(index, outcome)`` as runs end::
 
@@ -340,11 +236,5 @@ class Tasks:
         consumer slows the batch.
         """
         return RunMany(
-            self,
-            requests,
-            max_concurrency=max_concurrency,
-            limiter=limiter,
-            polling_options=polling_options,
-            return_exceptions=return_exceptions,
-            max_per_second=max_per_second,
+            self._lifecycle, requests, return_exceptions=return_exceptions, **options
         ).open()

@@ -81,6 +81,7 @@ MANIFEST_PART = b'Content-Disposition: form-data; name="manifest"\r\n\r\ndemo::c
 FILE_PART = b'Content-Disposition: form-data; name="files"; filename="a"\r\n\r\nabc'
 
 
+@pytest.mark.filterwarnings("default::ResourceWarning")  # trio: body left to GC
 @pytest.mark.parametrize(
     ("content", "content_type", "status", "message"),
     [

@@ -177,6 +177,7 @@ async def test_bad_payloads(client_for, content, content_type, status):
         assert response.json()["success"] is False
 
 
+@pytest.mark.filterwarnings("default::ResourceWarning")  # trio: body left to GC
 async def test_oversized_json_body(client_for):
     async with client_for(Emulator()) as client:
         big = b'{"manifest": "demo::echo", "x": "' + b"a" * (16 * 1024 * 1024) + b'"}'

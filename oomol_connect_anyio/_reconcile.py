@@ -1,0 +1,114 @@
+"""Finding the task a create made when its answer was lost: pure functions over a
+``GET /v1/tasks`` listing, for the lifecycle's creates and for batches that resume."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Container
+
+import httpx
+
+from ._errors import ApiError, ConnectionError
+from ._inputs import normalize_input_values
+from ._types import NodeInputs, Task
+
+CLOCK_SKEW_MS = 30_000
+"""How far the server's clock may run behind ours: a task created up to this long before
+our create was sent (by our clock) may still be the one that create made."""
+# How a create's connection may end once sent (a timeout, or the peer closing it).
+_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.TimeoutException)
+
+
+def reconcile_create(
+    tasks: list[Task],
+    manifest: str,
+    input_values: list[NodeInputs],
+    sent_at_ms: float,
+    claimed: Container[str] = (),
+) -> tuple[Task | None, list[str]]:
+    """The task a create whose answer was lost made, from a ``GET /v1/tasks`` listing.
+
+    A candidate has the same target and the same normalised ``inputValues``, was created no
+    earlier than ``sent_at_ms`` minus ``CLOCK_SKEW_MS`` and is not in ``claimed`` (ids this
+    client already owns). Returns ``(task, [])`` when exactly one matches, ``(None, [])``
+    when none can (safe to create again), and ``(None, ids)`` when several match, or a task
+    lacks what is needed to tell: creating again could duplicate, adopting could take
+    another client's task, so neither is done.
+    """
+    wanted = _canonical(input_values)
+    earliest = sent_at_ms - CLOCK_SKEW_MS
+    sure: list[Task] = []
+    maybe: list[str] = []
+    for task in tasks:
+        task_id = task.get("id")
+        if not isinstance(task_id, str) or task_id in claimed:
+            continue
+        if not _same_target(task.get("manifest_path"), manifest):
+            continue
+        created_at = task.get("created_at")
+        if isinstance(created_at, (int, float)) and created_at < earliest:
+            continue
+        values = task.get("inputValues")
+        if values is None or not isinstance(created_at, (int, float)):
+            maybe.append(task_id)
+            continue
+        try:
+            if _canonical(normalize_input_values(values)) != wanted:
+                continue
+        except (TypeError, ValueError):
+            continue
+        sure.append(task)
+    if len(sure) == 1 and not maybe:
+        return sure[0], []
+    return None, [*(task["id"] for task in sure), *maybe]
+
+
+def _canonical(values: list[NodeInputs]) -> str:
+    nodes = sorted(
+        (node["nodeId"], sorted((i["handle"], json.dumps(i.get("value"), sort_keys=True))
+                                for i in node["inputs"]))
+        for node in values
+    )
+    return json.dumps(nodes)
+
+
+def _same_target(manifest_path: object, manifest: str) -> bool:
+    """Whether a task's ``manifest_path`` is what ``manifest`` names.
+
+    Servers report the installed path (``.../packages/<pkg>-<x.y.z>/blocks/<name>/...`` or
+    ``.../packages/<pkg>/<x.y.z>/...``), not the ``pkg::name`` that was sent.
+    """
+    if not isinstance(manifest_path, str):
+        return False
+    if manifest_path == manifest:
+        return True
+    segments = [s for s in manifest_path.split("/") if s]
+    package, sep, name = manifest.partition("::")
+    if not sep:
+        return manifest in segments
+    version = re.compile(re.escape(package) + r"-\d")
+    for index, segment in enumerate(segments):
+        if segment == package or version.match(segment):
+            return name in segments[index + 1 :]
+    return False
+
+
+def may_have_been_taken(error: Exception) -> bool:
+    """Whether a failed create may have made a task: its connection was lost or timed out
+    once the request was sent, or a proxy answered 502, 504, or 503 without Retry-After."""
+    if isinstance(error, ConnectionError):
+        return error.may_have_reached_server and isinstance(error.__cause__, _LOST)
+    if isinstance(error, ApiError):
+        if error.status in (502, 504):
+            return True
+        return error.status == 503 and getattr(error, "retry_after", None) is None
+    return False
+
+
+def may_send_again(error: Exception) -> bool:
+    """Whether a create no task matches may be sent again: not after a timeout, as the
+    server may still be working on the first one."""
+    return not isinstance(error, ConnectionError) or not isinstance(
+        error.__cause__, httpx.TimeoutException
+    )
