@@ -166,3 +166,20 @@ def error_class_for_status(status: int) -> type[ApiError]:
     if status >= 500:
         return ServerError
     return _STATUS_CLASSES.get(status, ApiError)
+
+
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised after the transport's own retries) may pass by itself.
+
+    A connection error (a read timeout included), a 429, or a 502/503/504 from a proxy or
+    an overloaded server says nothing about the task; anything else (a 4xx, a 500, a body
+    that is not what the API promises) will not get better by asking again.
+    """
+    if isinstance(exc, ConnectionError):
+        return True
+    if isinstance(exc, RateLimitError):
+        return True
+    return isinstance(exc, ServerError) and exc.status in _TRANSIENT_STATUSES
