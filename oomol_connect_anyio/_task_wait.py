@@ -89,8 +89,9 @@ class TaskWait:
         self._started = time.monotonic() if started is None else started
         self._running_at: float | None = None
         self._seen_at_ms: float | None = None
-        self._status_misses = MissedPolls(polling.poll_error_budget)
-        self._log_misses = MissedPolls(polling.poll_error_budget)
+        # One outage budget for status polls and log fetches: any answered poll resets it,
+        # so log fetches failing beside answered status polls never end the wait.
+        self._misses = MissedPolls(polling.poll_error_budget)
         self._check = AnswerCheck("task", task_id, STATUSES)
 
     @classmethod
@@ -117,7 +118,7 @@ class TaskWait:
                 known = None if self._created is None else self._observe(self._created)
                 task = await poll_until(
                     self._fetch, _is_terminal, self._polling, self._report, known,
-                    self._status_misses,
+                    self._misses,
                 )
             failed = raise_on_failure and task.get("status") != "completed"
             if self._follow_logs or collect_logs or failed:
@@ -143,7 +144,7 @@ class TaskWait:
         """
         if has_session_finished(self.logs):
             return
-        polling, misses = self._polling, self._log_misses
+        polling, misses = self._polling, self._misses
         await poll_until(self._fetch_logs, _always, polling, self._deliver, None, misses)
         downloads = self._log_fetches
 
@@ -172,7 +173,7 @@ class TaskWait:
 
     async def _poll_logs(self) -> None:
         """The log fetch beside a status poll: a transient failure is a missed poll too."""
-        await self._log_misses.attempt(self._fetch_logs)
+        await self._misses.attempt(self._fetch_logs)
 
     async def _fetch_task(self) -> Task:
         task = await self._tasks.get(self.task_id)
@@ -252,7 +253,7 @@ class TaskWait:
         return {
             "status_polls": self._status_polls,
             "log_fetches": self._log_fetches,
-            "missed_polls": self._status_misses.count + self._log_misses.count,
+            "missed_polls": self._misses.count,
             "retries": self._tally.retries,
             "requests": self._tally.requests,
             "bytes_received": self._tally.bytes_received,

@@ -4,8 +4,6 @@ trailing logs and answers that are wrong, on asyncio and trio."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -19,7 +17,7 @@ from oomol_connect_anyio import (
     RateLimitError,
     ServerError,
 )
-from oomol_connect_anyio.emulator import BlockContext, Emulator, FaultRule, serve_emulator
+from oomol_connect_anyio.emulator import BlockContext, Emulator, FaultRule
 
 pytestmark = pytest.mark.anyio
 
@@ -36,20 +34,9 @@ def slow_echo(ctx: BlockContext) -> dict[str, Any]:
     return inputs
 
 
-def emulator_with_slow_echo(**kwargs: Any) -> Emulator:
-    emulator = Emulator(**kwargs)
+@pytest.fixture(autouse=True)
+def _slow_echo(emulator: Emulator) -> None:
     emulator.register_block("t::slow-echo", slow_echo)
-    return emulator
-
-
-@asynccontextmanager
-async def client_of(emulator: Emulator) -> AsyncIterator[OomolConnectClient]:
-    """A client at default settings, but for the short transport retry delay of conftest."""
-    async with (
-        serve_emulator(emulator, host="127.0.0.1", port=0) as url,
-        OomolConnectClient(base_url=url, retry_delay=0.001) as client,
-    ):
-        yield client
 
 
 def requests_for(runs: int, seconds: float) -> list[dict[str, Any]]:
@@ -70,22 +57,22 @@ def assert_all_correct(outcomes: list[Any], runs: int) -> int:
 # --------------------------------------------------------------------------- missed polls
 
 
-async def test_503s_and_429s_on_every_get_cost_no_run(anyio_backend: str) -> None:
-    emulator = emulator_with_slow_echo(seed=3)
+async def test_503s_and_429s_on_every_get_cost_no_run(
+    emulator: Emulator, client: OomolConnectClient
+) -> None:
     emulator.faults.add(
         FaultRule(
             route="GET *", error_rate=0.2, error_statuses=(503,), rate_limit_every=7, retry_after=0
         )
     )
     runs = 100
-    async with client_of(emulator) as client:
-        with anyio.fail_after(GUARD):
-            outcomes = await client.tasks.run_many(
-                requests_for(runs, 0.1),
-                max_concurrency=20,
-                polling_options=FAST,
-                return_exceptions=True,
-            )
+    with anyio.fail_after(GUARD):
+        outcomes = await client.tasks.run_many(
+            requests_for(runs, 0.1),
+            max_concurrency=20,
+            polling_options=FAST,
+            return_exceptions=True,
+        )
     missed = assert_all_correct(outcomes, runs)
     assert missed > 0, "no request exhausted its retries: the test proves nothing"
     stats = emulator.stats()
@@ -94,8 +81,9 @@ async def test_503s_and_429s_on_every_get_cost_no_run(anyio_backend: str) -> Non
     assert stats["stops"] == 0
 
 
-async def test_a_full_outage_in_the_middle_of_runs_costs_no_run(anyio_backend: str) -> None:
-    emulator = emulator_with_slow_echo()
+async def test_a_full_outage_in_the_middle_of_runs_costs_no_run(
+    emulator: Emulator, client: OomolConnectClient
+) -> None:
     runs = 20
     seen: set[str] = set()
     outage = FaultRule.outage(1.0)
@@ -105,14 +93,13 @@ async def test_a_full_outage_in_the_middle_of_runs_costs_no_run(anyio_backend: s
         if len(seen) == runs and outage not in emulator.faults.rules:
             emulator.faults.add(outage)  # every task is created: now every route answers 503
 
-    async with client_of(emulator) as client:
-        with anyio.fail_after(GUARD):
-            outcomes = await client.tasks.run_many(
-                requests_for(runs, 0.5),
-                max_concurrency=runs,
-                polling_options={**GROWING, "on_progress": progress},
-                return_exceptions=True,
-            )
+    with anyio.fail_after(GUARD):
+        outcomes = await client.tasks.run_many(
+            requests_for(runs, 0.5),
+            max_concurrency=runs,
+            polling_options={**GROWING, "on_progress": progress},
+            return_exceptions=True,
+        )
     missed = assert_all_correct(outcomes, runs)
     assert missed > 0
     stats = emulator.stats()
@@ -122,46 +109,42 @@ async def test_a_full_outage_in_the_middle_of_runs_costs_no_run(anyio_backend: s
 
 
 async def test_a_failing_log_fetch_beside_good_status_polls_does_not_end_the_wait(
-    anyio_backend: str,
+    emulator: Emulator, client: OomolConnectClient
 ) -> None:
-    emulator = emulator_with_slow_echo()
     emulator.faults.add(FaultRule.outage(0.4, route="GET /v1/tasks/{id}/logs"))
     seen: list[int] = []
-    async with client_of(emulator) as client:
-        with anyio.fail_after(GUARD):
-            result = await client.tasks.run(
-                {"manifest": "t::slow-echo", "inputValues": {"seconds": 0.6}},
-                {**FAST, "on_log": lambda log: seen.append(log["id"])},
-            )
+    with anyio.fail_after(GUARD):
+        result = await client.tasks.run(
+            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0.6}},
+            {**FAST, "on_log": lambda log: seen.append(log["id"])},
+        )
     assert result["result"] == {}
     assert result["stats"]["missed_polls"] > 0
     assert seen == [log["id"] for log in result["logs"]] == sorted(set(seen))
     assert emulator.stats()["faults"]["GET /v1/tasks/{id}/logs"]["error"] > 0
 
 
-async def test_an_install_wait_rides_out_an_outage(anyio_backend: str) -> None:
-    emulator = Emulator(install_duration=0.3)
-    async with client_of(emulator) as client:
-        install = await client.packages.install("text-tools")
-        emulator.faults.add(FaultRule.outage(0.3, route="GET /packages/install/{id}"))
-        with anyio.fail_after(GUARD):
-            done = await client.packages.wait_for_install_completion(install["id"], FAST)
+async def test_an_install_wait_rides_out_an_outage(
+    emulator: Emulator, client: OomolConnectClient
+) -> None:
+    install = await client.packages.install("text-tools")
+    emulator.faults.add(FaultRule.outage(0.3, route="GET /packages/install/{id}"))
+    with anyio.fail_after(GUARD):
+        done = await client.packages.wait_for_install_completion(install["id"], FAST)
     assert done["status"] == "success"
     stats = emulator.stats()
     assert stats["faults"]["GET /packages/install/{id}"]["error"] > 3  # > 1 + max_retries
 
 
 async def test_an_install_outage_longer_than_the_budget_raises_the_last_error(
-    anyio_backend: str,
+    emulator: Emulator, client: OomolConnectClient
 ) -> None:
-    emulator = Emulator(install_duration=30)
-    async with client_of(emulator) as client:
-        install = await client.packages.install("text-tools")
-        emulator.faults.add(FaultRule.outage(60, route="GET /packages/install/{id}"))
-        with anyio.fail_after(GUARD), pytest.raises(ServerError) as info:
-            await client.packages.wait_for_install_completion(
-                install["id"], {**FAST, "poll_error_budget_ms": 150}
-            )
+    install = await client.packages.install("text-tools")
+    emulator.faults.add(FaultRule.outage(60, route="GET /packages/install/{id}"))
+    with anyio.fail_after(GUARD), pytest.raises(ServerError) as info:
+        await client.packages.wait_for_install_completion(
+            install["id"], {**FAST, "poll_error_budget_ms": 150}
+        )
     assert info.value.status == 503
     assert emulator.stats()["requests"]["GET /packages/install/{id}"] > 3
 
@@ -185,43 +168,44 @@ def test_a_longer_retry_after_becomes_the_next_delay() -> None:
 
 
 async def test_a_completed_task_whose_logs_trail_past_the_deadline_returns_its_result(
-    anyio_backend: str,
+    emulator: Emulator, client: OomolConnectClient
 ) -> None:
-    emulator = emulator_with_slow_echo(log_trail=0.4)
-    async with client_of(emulator) as client:
-        with anyio.fail_after(GUARD):
-            result = await client.tasks.run(
-                {"manifest": "t::slow-echo", "inputValues": {"seconds": 0.05, "x": 1}},
-                {**FAST, "timeout_ms": 300},
-            )
+    emulator.log_trail = 0.4
+    with anyio.fail_after(GUARD):
+        result = await client.tasks.run(
+            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0.05, "x": 1}},
+            {**FAST, "timeout_ms": 300},
+        )
     assert result["task"]["status"] == "completed"
     assert result["result"] == {"x": 1}
     assert result["logs"][-1]["type"] == "SessionFinished"
 
 
-async def test_the_drain_refetches_a_few_times_only(anyio_backend: str) -> None:
-    emulator = emulator_with_slow_echo(log_trail=5.0)  # the closing logs never come in time
-    async with client_of(emulator) as client:
-        with anyio.fail_after(GUARD):
-            result = await client.tasks.run(
-                {"manifest": "t::slow-echo", "inputValues": {"seconds": 0}}, FAST
-            )
+async def test_the_drain_refetches_a_few_times_only(
+    emulator: Emulator, client: OomolConnectClient
+) -> None:
+    emulator.log_trail = 5.0  # the closing logs never come in time
+    with anyio.fail_after(GUARD):
+        result = await client.tasks.run(
+            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0}}, FAST
+        )
     assert result["result"] is None  # no BlockFinished within log_grace_ms
     fetches = result["stats"]["log_fetches"]
     assert fetches == emulator.stats()["requests"]["GET /v1/tasks/{id}/logs"]
     assert 1 < fetches <= 5  # the first download and a few refetches, not one per 50 ms
 
 
-async def test_a_cancellation_ends_the_drain_at_once(anyio_backend: str) -> None:
-    emulator = emulator_with_slow_echo(log_trail=60.0)
-    async with client_of(emulator) as client:
-        # log_grace_ms is far longer than the guard: only a drain that heeds the
-        # cancellation ends before the guard fires.
-        with anyio.fail_after(GUARD / 2), anyio.move_on_after(0.2) as scope:
-            await client.tasks.run(
-                {"manifest": "t::slow-echo", "inputValues": {"seconds": 0}},
-                {**FAST, "log_grace_ms": 600_000},
-            )
+async def test_a_cancellation_ends_the_drain_at_once(
+    emulator: Emulator, client: OomolConnectClient
+) -> None:
+    emulator.log_trail = 60.0
+    # log_grace_ms is far longer than the guard: only a drain that heeds the
+    # cancellation ends before the guard fires.
+    with anyio.fail_after(GUARD / 2), anyio.move_on_after(0.2) as scope:
+        await client.tasks.run(
+            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0}},
+            {**FAST, "log_grace_ms": 600_000},
+        )
     assert scope.cancelled_caught
 
 
