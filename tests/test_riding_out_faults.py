@@ -190,9 +190,10 @@ async def test_the_drain_refetches_a_few_times_only(
             {"manifest": "t::slow-echo", "inputValues": {"seconds": 0}}, FAST
         )
     assert result["result"] is None  # no BlockFinished within log_grace_ms
-    fetches = result["stats"]["log_fetches"]
-    assert fetches == emulator.stats()["requests"]["GET /v1/tasks/{id}/logs"]
-    assert 1 < fetches <= 5  # the first download and a few refetches, not one per 50 ms
+    # The grace period may cut the last refetch short after the server saw it.
+    downloads = emulator.stats()["requests"]["GET /v1/tasks/{id}/logs"]
+    assert 1 < result["stats"]["log_fetches"] <= downloads
+    assert downloads <= 5  # the first download and a few refetches, not one per 50 ms
 
 
 async def test_a_cancellation_ends_the_drain_at_once(
