@@ -58,6 +58,7 @@ class SoakConfig:
     create_drop_rate: float = 0.01
     outage_start: float = 1.0
     outage: float = 3.0
+    outage_route: str = "*"
     max_retries: int | None = None  # None: the client's default
     retry_delay: float = 0.001
     interval_ms: float = 20
@@ -216,7 +217,9 @@ def add_faults(emulator: Emulator, config: SoakConfig) -> None:
         )
     )
     if config.outage:
-        emulator.faults.add(FaultRule.outage(config.outage, start=config.outage_start))
+        emulator.faults.add(
+            FaultRule.outage(config.outage, start=config.outage_start, route=config.outage_route)
+        )
 
 
 async def run_soak(config: SoakConfig) -> SoakReport:
@@ -376,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-retries", type=int, help="the client's default if not given")
     parser.add_argument("--error-rate", type=float, default=SoakConfig.error_rate)
     parser.add_argument("--drop-rate", type=float, default=SoakConfig.drop_rate)
+    parser.add_argument("--create-drop-rate", type=float, default=SoakConfig.create_drop_rate)
     parser.add_argument("--outage", type=float, default=SoakConfig.outage, metavar="S")
+    parser.add_argument("--outage-route", default=SoakConfig.outage_route, metavar="PATTERN")
     parser.add_argument("--seed", type=int, default=SoakConfig.seed)
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     args = parser.parse_args(argv)
@@ -386,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         max_retries=args.max_retries,
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,
+        create_drop_rate=args.create_drop_rate,
         outage=args.outage,
+        outage_route=args.outage_route,
         seed=args.seed,
     )
     failed = False
