@@ -24,7 +24,7 @@ class Missed:
 
 
 class MissedPolls:
-    """The transient failures of one kind of poll, held against the outage budget.
+    """The transient failures of one wait's polls, held against its outage budget.
 
     A poll that still fails after the transport's own retries is *missed* when its error is
     transient: the wait goes on. Only failures that have lasted ``budget`` seconds since the
