@@ -194,3 +194,20 @@ class UploadError(OomolConnectError):
 
 class UploadChangedError(UploadError):
     """A file grew or shrank while it was being uploaded; the request was not retried."""
+
+
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised after the transport's own retries) may pass by itself.
+
+    A connection error (a read timeout included), a 429, or a 502/503/504 from a proxy or
+    an overloaded server says nothing about the task; anything else (a 4xx, a 500, a body
+    that is not what the API promises) will not get better by asking again.
+    """
+    if isinstance(exc, ConnectionError):
+        return True
+    if isinstance(exc, RateLimitError):
+        return True
+    return isinstance(exc, ServerError) and exc.status in _TRANSIENT_STATUSES

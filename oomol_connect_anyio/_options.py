@@ -20,6 +20,7 @@ _KNOWN = frozenset(
         "on_log",
         "stop_on_cancel",
         "log_grace_ms",
+        "poll_error_budget_ms",
     }
 )
 
@@ -37,6 +38,7 @@ class Polling:
     on_log: Callable[[Any], Any] | None = None
     stop_on_cancel: bool = False
     log_grace: float = 1.0
+    poll_error_budget: float = 60.0
 
     def intervals(self) -> Iterator[float]:
         """The sleeps between polls: ``interval * factor**n`` capped, or fixed."""
@@ -97,4 +99,5 @@ def parse_polling(options: Mapping[str, Any] | None, *, stop_on_cancel: bool) ->
         on_log=_callback(options, "on_log"),
         stop_on_cancel=stop,
         log_grace=_positive_ms(options, "log_grace_ms", 1.0),
+        poll_error_budget=_positive_ms(options, "poll_error_budget_ms", 60.0),
     )

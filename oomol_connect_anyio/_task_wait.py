@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -15,11 +16,14 @@ from ._errors import TaskFailedError, TaskStoppedError, TimeoutError
 from ._logs import error_text, has_session_finished
 from ._metrics import RequestTally, current_tally
 from ._options import Polling
-from ._polling import poll_until
-from ._types import Task, TaskLog, WaitStats
+from ._polling import AnswerCheck, MissedPolls, poll_until
+from ._types import BackoffStrategy, Task, TaskLog, WaitStats
 
 TERMINAL = frozenset({"completed", "failed", "stopped"})
-_DRAIN_INTERVAL = 0.05
+STATUSES = TERMINAL | {"created", "pending", "running"}
+_STARTED = TERMINAL | {"running"}
+# The trailing-log drain downloads the whole log list each time: a few refetches at most.
+_MAX_LOG_REFETCHES = 4
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ class TaskWait:
         self._started = time.monotonic() if started is None else started
         self._running_at: float | None = None
         self._seen_at_ms: float | None = None
+        # One outage budget for status polls and log fetches: any answered poll resets it,
+        # so log fetches failing beside answered status polls never end the wait.
+        self._misses = MissedPolls(polling.poll_error_budget)
+        self._check = AnswerCheck("task", task_id, STATUSES)
 
     @classmethod
     def after_create(
@@ -116,18 +124,20 @@ class TaskWait:
         """Poll to a terminal status; stop the remote task if abandoned and asked to.
 
         The logs are drained at the end when followed, when ``collect_logs`` is
-        set, or when a failure must be explained.
+        set, or when a failure must be explained. ``timeout_ms`` bounds the wait for the
+        terminal status only: the drain after it has its own bound, ``log_grace_ms``.
         """
         token = current_tally.set(self._tally)
         try:
             with deadline(self._polling.timeout, self._timeout_error):
                 known = None if self._created is None else self._observe(self._created)
                 task = await poll_until(
-                    self._fetch, _is_terminal, self._polling, self._report, known
+                    self._fetch, _is_terminal, self._polling, self._report, known,
+                    self._misses,
                 )
-                failed = raise_on_failure and task.get("status") != "completed"
-                if self._follow_logs or collect_logs or failed:
-                    await self.drain_logs()
+            failed = raise_on_failure and task.get("status") != "completed"
+            if self._follow_logs or collect_logs or failed:
+                await self.drain_logs()
             if failed:
                 self._raise_for_status(task)
         except BaseException:
@@ -140,41 +150,62 @@ class TaskWait:
         return cast(Task, dict(task))  # the caller's own copy, not the last poll's answer
 
     async def drain_logs(self) -> None:
-        """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes."""
+        """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes.
+
+        The first fetch rides out transient failures as a status poll does (the result is
+        in the logs). The refetches, for logs that trail the terminal status, are few, on an
+        interval that doubles, all within ``log_grace_ms``; a cancellation ends them at once.
+        """
         if has_session_finished(self.logs):
             return
-        await self._fetch_logs()
-        await self._deliver_logs()
-        with anyio.move_on_after(self._polling.log_grace):
-            while not has_session_finished(self.logs):
-                await anyio.sleep(_DRAIN_INTERVAL)
-                await self._fetch_logs()
-                await self._deliver_logs()
+        polling, misses = self._polling, self._misses
+        await poll_until(self._fetch_logs, _always, polling, self._deliver, None, misses)
+        downloads = self._log_fetches
+
+        def finished(_: int) -> bool:
+            refetched = self._log_fetches - downloads
+            return has_session_finished(self.logs) or refetched >= _MAX_LOG_REFETCHES
+
+        refetches = dataclasses.replace(
+            polling,
+            interval=polling.log_grace / 2**_MAX_LOG_REFETCHES,
+            max_interval=polling.log_grace,
+            strategy=BackoffStrategy.EXPONENTIAL,
+            factor=2.0,
+        )
+        with anyio.move_on_after(polling.log_grace):
+            await poll_until(self._fetch_logs, finished, refetches, self._deliver, 0, misses)
 
     async def _fetch(self) -> Task:
         if not self._follow_logs:
             return await self._fetch_task()
         with single_error():
             async with anyio.create_task_group() as group:
-                group.start_soon(self._fetch_logs)
+                group.start_soon(self._poll_logs)
                 task = await self._fetch_task()
         return task
+
+    async def _poll_logs(self) -> None:
+        """The log fetch beside a status poll: a transient failure is a missed poll too."""
+        await self._misses.attempt(self._fetch_logs)
 
     async def _fetch_task(self) -> Task:
         task = await self._tasks.get(self.task_id)
         self._status_polls += 1
+        self._check(task)
         return self._observe(task)
 
     def _observe(self, task: Task) -> Task:
         """Note when ``task`` (a poll or create answer) was first seen running and ended."""
         status = task.get("status")
-        if self._running_at is None and status not in ("created", "pending"):
+        if self._running_at is None and status in _STARTED:
             self._running_at = time.monotonic()
         if status in TERMINAL and self._seen_at_ms is None:
             self._seen_at_ms = time.time() * 1000
         return task
 
-    async def _fetch_logs(self) -> None:
+    async def _fetch_logs(self) -> int:
+        """Fetch the whole log list; keep the new entries; return how many there were."""
         logs = await self._tasks.get_logs(self.task_id)
         self._log_fetches += 1
         last = self.logs[-1]["id"] if self.logs else None
@@ -182,6 +213,10 @@ class TaskWait:
         fresh.sort(key=lambda log: log.get("id", 0))
         self.logs.extend(fresh)
         self._pending_logs.extend(fresh)
+        return len(fresh)
+
+    async def _deliver(self, _: int) -> None:
+        await self._deliver_logs()
 
     async def _deliver_logs(self) -> None:
         pending, self._pending_logs = self._pending_logs, []
@@ -232,6 +267,7 @@ class TaskWait:
         return {
             "status_polls": self._status_polls,
             "log_fetches": self._log_fetches,
+            "missed_polls": self._misses.count,
             "retries": self._tally.retries,
             "requests": self._tally.requests,
             "bytes_received": self._tally.bytes_received,
@@ -243,3 +279,7 @@ class TaskWait:
 
 def _is_terminal(task: Task) -> bool:
     return task.get("status") in TERMINAL
+
+
+def _always(_: object) -> bool:
+    return True

@@ -137,6 +137,7 @@ class WaitStats(TypedDict):
 
     status_polls: int
     log_fetches: int
+    missed_polls: int
     retries: int
     requests: int
     bytes_received: int
@@ -175,6 +176,7 @@ class PollingSchedule(TypedDict, total=False):
     backoff_factor: float
     stop_on_cancel: bool
     log_grace_ms: float
+    poll_error_budget_ms: float
 
 
 class PollingOptions(PollingSchedule, total=False):

@@ -27,7 +27,6 @@ from oomol_connect_anyio import (
     ConnectionError,
     OomolConnectClient,
     RequestTimeoutError,
-    ServerError,
     TimeoutError,
 )
 from oomol_connect_anyio.emulator import Emulator, FaultRule, serve_emulator
@@ -38,15 +37,15 @@ if sys.version_info < (3, 11):
 pytestmark = pytest.mark.anyio
 
 FAST: Any = {"interval_ms": 20, "backoff_strategy": "fixed"}
+# An outage budget short enough for a test that wants a wait to give up on a dead server.
+SHORT_BUDGET: Any = {**FAST, "poll_error_budget_ms": 200}
 GUARD = 10  # seconds: a generous bound that only a hung test would reach
 LONG = {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}
 
-# The README states these numbers. 500 runs take 6-8 s per backend on an idle 2-core box and
-# 15-20 s on a busy one (the emulator shares the process), so CI soaks 200 runs (~4 s);
-# `tests/soak.py --runs 5000` soaks more (~80 s per backend).
-# max_retries is 12, not 6: with ~32% of GETs faulted, 6 retries are exhausted by about one
-# request in 2,900, i.e. one CI soak in 6 would fail (see tests/soak.py).
-SOAK = SoakConfig(runs=200, concurrency=50, max_retries=12, retry_delay=0.001, interval_ms=20)
+# The README states these figures: 500 runs at concurrency 50 at default client settings
+# (the transport retry delay shortened as in conftest, which only shortens waits), with
+# GET faults, dropped connections, dropped creates and a 3 s full outage.
+SOAK = SoakConfig(runs=500, concurrency=50)
 
 
 @asynccontextmanager
@@ -58,6 +57,7 @@ async def served(emulator: Emulator) -> AsyncIterator[str]:
 # --------------------------------------------------------------------------- the soak
 
 
+@pytest.mark.xfail(reason="needs create reconciliation and stop retries", strict=True)
 async def test_soak_every_run_returns_its_own_result_exactly_once(anyio_backend: str) -> None:
     with anyio.fail_after(120):
         report = await run_soak(SOAK)
@@ -66,12 +66,13 @@ async def test_soak_every_run_returns_its_own_result_exactly_once(anyio_backend:
     stats = report.stats
     assert stats["tasks_created"] == SOAK.runs == len(set(report.task_ids))
     assert report.metrics["retries"] > 0, "the soak injected no fault: it proves nothing"
-    assert 0 < stats["longest_fault_run"] <= SOAK.max_retries
+    assert report.missed_polls > 0, "no poll outlasted its retries: the outage did not happen"
+    assert stats["faults"]["POST /v1/tasks"].get("dropped_after_accept", 0) > 0
     assert any(name.startswith("httpcore") for name in report.log_levels)
     assert any(name.startswith("oomol_connect_anyio") for name in report.log_levels)
 
 
-async def test_exhausted_retries_fail_after_exactly_one_plus_max_retries_attempts(
+async def test_a_fetch_that_exhausts_its_retries_is_a_missed_poll_not_a_lost_run(
     anyio_backend: str,
 ) -> None:
     emulator = Emulator(seed=5)
@@ -83,38 +84,31 @@ async def test_exhausted_retries_fail_after_exactly_one_plus_max_retries_attempt
     requests = [{"manifest": "demo::echo", "inputValues": {"run": i}} for i in range(runs)]
     async with (
         served(emulator) as url,
-        OomolConnectClient(
-            base_url=url, max_retries=2, retry_delay=0.001, transport=recorder
-        ) as client,
+        OomolConnectClient(base_url=url, retry_delay=0.001, transport=recorder) as client,
     ):
         with anyio.fail_after(GUARD):
             outcomes = await client.tasks.run_many(
                 requests, max_concurrency=20, polling_options=FAST, return_exceptions=True
             )
         retries = client.metrics["retries"]
-    failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
-    assert failures, "no run exhausted its retries: raise error_rate"
-    assert len(failures) < runs
-    for outcome, request in zip(outcomes, requests, strict=True):
-        if isinstance(outcome, Exception):
-            assert type(outcome) is ServerError
-            assert outcome.status == 503
-        else:
-            assert outcome["result"] == request["inputValues"]
+    assert [outcome for outcome in outcomes if isinstance(outcome, Exception)] == []
+    assert [outcome["result"] for outcome in outcomes] == [r["inputValues"] for r in requests]
+    missed = sum(outcome["stats"]["missed_polls"] for outcome in outcomes)
+    assert missed > 0, "no fetch exhausted its retries: raise error_rate"
     stats = emulator.stats()
     assert stats["tasks_created"] == runs
     injected = stats["faults"]["GET /v1/tasks/{id}/logs"]["error"]
+    # Each fault was either retried by the transport or, its retries spent, ridden out as a
+    # missed poll that the wait's schedule repeated.
+    assert retries + missed == injected
     chains = [
         chain
         for path, attempts in recorder.by_path("GET").items()
         if path.endswith("/logs")
         for chain in fault_runs(attempts)
     ]
-    exhausted = [faults for faults, final in chains if final is None]
-    assert len(exhausted) == len(failures)
-    assert set(exhausted) == {3}  # 1 + max_retries attempts, all answered 503, then no more
-    assert all(faults <= 2 for faults, final in chains if final is not None)
-    assert retries == injected - len(failures)  # each fault retried, except each last one
+    assert all(final is not None and final.status == 200 for _, final in chains)
+    assert max(faults for faults, _ in chains) > 3  # longer than one request's 1 + max_retries
     assert set(stats["tasks_by_status"]) == {"completed"}
 
 
@@ -176,7 +170,7 @@ async def test_dropped_creation_inside_run_many_is_adopted_without_a_second_task
 
 
 @pytest.mark.parametrize("stop_on_cancel", [True, False])
-async def test_server_down_mid_wait_is_a_connection_error_after_bounded_retries(
+async def test_server_down_mid_wait_is_a_connection_error_once_the_budget_is_spent(
     anyio_backend: str,
     stop_on_cancel: bool,
     caplog: pytest.LogCaptureFixture,
@@ -205,11 +199,12 @@ async def test_server_down_mid_wait_is_a_connection_error_after_bounded_retries(
         async with anyio.create_task_group() as group:
             url = await group.start(serve)
             async with OomolConnectClient(
-                base_url=url, max_retries=3, retry_delay=0.001, transport=recorder
+                base_url=url, retry_delay=0.001, transport=recorder
             ) as client:
                 with pytest.raises(ConnectionError) as info:
                     await client.tasks.run(
-                        LONG, {**FAST, "on_progress": progress, "stop_on_cancel": stop_on_cancel}
+                        LONG,
+                        {**SHORT_BUDGET, "on_progress": progress, "stop_on_cancel": stop_on_cancel},
                     )
                 metrics = client.metrics
     error = info.value
@@ -219,7 +214,9 @@ async def test_server_down_mid_wait_is_a_connection_error_after_bounded_retries(
     assert error.url.endswith(f"/v1/tasks/{ids[0]}")
     assert error.may_have_reached_server is False
     polls = fault_runs(recorder.by_path("GET")[f"/api/v1/tasks/{ids[0]}"])
-    assert polls[-1] == (4, None)  # 1 + max_retries attempts, then the error
+    faults, final = polls[-1]
+    assert final is None  # the wait ended on the error of its last poll ...
+    assert faults > 3  # ... after missed polls beyond one request's 1 + max_retries attempts
     stops = recorder.by_path("POST").get(f"/api/v1/tasks/{ids[0]}/stop", [])
     warnings = [r for r in caplog.records if "stop" in r.getMessage() and ids[0] in r.getMessage()]
     if stop_on_cancel:
@@ -318,11 +315,13 @@ async def test_token_stays_out_of_every_log_and_error_while_things_fail(
                 emulator.faults.clear()
                 emulator.faults.add(rule)
                 try:  # a dropped create is adopted: the run then times out
-                    await client.tasks.run(LONG, {**FAST, "timeout_ms": 300})
+                    await client.tasks.run(LONG, {**SHORT_BUDGET, "timeout_ms": 300})
                 except Exception as exc:
                     errors.append(exc)
                 try:
-                    await client.tasks.wait_for_completion(task["id"], {**FAST, "timeout_ms": 200})
+                    await client.tasks.wait_for_completion(
+                        task["id"], {**SHORT_BUDGET, "timeout_ms": 200}
+                    )
                 except Exception as exc:
                     errors.append(exc)
             emulator.faults.clear()

@@ -41,3 +41,13 @@ def test_timeout_is_converted_to_seconds() -> None:
 def test_options_must_be_a_mapping() -> None:
     with pytest.raises(TypeError):
         parse_polling([("interval_ms", 1)], stop_on_cancel=False)  # type: ignore[arg-type]
+
+
+def test_poll_error_budget_defaults_to_a_minute_and_is_converted_to_seconds() -> None:
+    assert parse_polling(None, stop_on_cancel=False).poll_error_budget == 60.0
+    budget = parse_polling({"poll_error_budget_ms": 250}, stop_on_cancel=False).poll_error_budget
+    assert budget == 0.25
+    bad_values = [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), (True, TypeError)]
+    for bad, error in bad_values:
+        with pytest.raises(error, match="poll_error_budget_ms"):
+            parse_polling({"poll_error_budget_ms": bad}, stop_on_cancel=False)

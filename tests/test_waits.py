@@ -271,18 +271,34 @@ async def test_logs_trailing_the_terminal_status_are_delivered_exactly_once(
         assert logs_requests(emulator) == stats["log_fetches"]
 
 
-async def test_persistent_server_error_ends_the_wait_and_stops_the_task(
+async def test_an_outage_longer_than_the_poll_error_budget_raises_the_last_error(
     client: OomolConnectClient, emulator: Emulator
 ) -> None:
     task = await client.tasks.create({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}})
     emulator.faults.add(
         FaultRule(route="GET /v1/tasks/{id}", error_rate=1.0, error_statuses=(503,))
     )
-    with pytest.raises(ServerError) as info:
-        await client.tasks.wait_for_completion(task["id"], {**FAST, "stop_on_cancel": True})
+    options: Any = {**FAST, "stop_on_cancel": True, "poll_error_budget_ms": 200}
+    with anyio.fail_after(GUARD), pytest.raises(ServerError) as info:
+        await client.tasks.wait_for_completion(task["id"], options)
     assert info.value.status == 503
-    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 3  # 1 + max_retries
+    # More than one request's 1 + max_retries attempts: the missed polls were ridden out.
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] > 3
     assert emulator.task_status(task["id"]) == "stopped"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 500])
+async def test_an_error_that_is_not_transient_ends_the_wait_at_once(
+    client: OomolConnectClient, emulator: Emulator, status: int
+) -> None:
+    task = await client.tasks.create({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}})
+    emulator.faults.add(
+        FaultRule(route="GET /v1/tasks/{id}", error_rate=1.0, error_statuses=(status,))
+    )
+    with anyio.fail_after(GUARD), pytest.raises(OomolConnectError) as info:
+        await client.tasks.wait_for_completion(task["id"], FAST)
+    assert getattr(info.value, "status", None) == status
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1
 
 
 async def test_create_and_wait_returns_task_with_stats_side_channel(
@@ -404,6 +420,9 @@ async def test_install_wait_timeout(client: OomolConnectClient) -> None:
         ({"on_log": "print"}, TypeError),
         ({"stop_on_cancel": "yes"}, TypeError),
         ({"intervall_ms": 10}, ValueError),
+        ({"poll_error_budget_ms": 0}, ValueError),
+        ({"poll_error_budget_ms": float("inf")}, ValueError),
+        ({"poll_error_budget_ms": "1m"}, TypeError),
     ],
 )
 async def test_bad_polling_options_fail_before_any_request(

@@ -15,7 +15,8 @@ or in-process, under trio or asyncio::
 
 `emu.app` is a plain ASGI app, usable without sockets through `httpx.ASGITransport`.
 Every route of the Connect API is served under `/` and `/api`, plus `GET /__emulator/stats`,
-`POST /__emulator/reset-stats` and `GET /__emulator/tasks` (never authenticated or faulted).
+`POST /__emulator/reset-stats`, `GET /__emulator/tasks`, `GET|POST|DELETE /__emulator/faults`
+(fault rules as JSON) and `POST /__emulator/log-trail` (never authenticated or faulted).
 
 Demo blocks (package `demo` 1.0.0; an older `demo` 0.9.0 `echo` is listed too):
 `demo::echo` (result = inputs), `demo::sleep` (`seconds`, default 1), `demo::fail`
@@ -26,10 +27,13 @@ Demo blocks (package `demo` 1.0.0; an older `demo` 0.9.0 `echo` is listed too):
 
 Knobs: `token`/`auth` (raw `Authorization` token, optionally `Bearer`), `envelope="bare"`
 (older servers' bare task bodies), `queue_delay` (seconds "created" before "running"),
-`log_trail` (closing logs lag the terminal status), `install_duration`, `seed` and
-`emu.faults.add(FaultRule(...))` (errors, 429 + Retry-After, latency, hangs, dropped
-connections), `max_finished_tasks` (memory bound), `emu.register_block(...)` for custom
-blocks. Statuses are computed from the clock on each request: nothing runs in the
+`log_trail` (closing logs lag the terminal status; also `emu.log_trail = s`),
+`install_duration`, `seed` and `emu.faults.add(FaultRule(...))` (errors, errors after the
+request was handled, 429 + Retry-After, latency, hangs, dropped connections, for routes
+matching a pattern such as `"GET *"` or `"POST /v1/tasks/{id}/stop"`, within an optional
+`start` + `duration` window; `FaultRule.outage(seconds)` answers every route 503),
+`max_finished_tasks` (memory bound), `emu.register_block(...)` for custom blocks.
+Statuses are computed from the clock on each request: nothing runs in the
 background. `emu.stats()` counts requests, statuses and faults per route template.
 
 A dropped connection (`drop_rate`) starts a 200 response announcing 64 bytes and closes

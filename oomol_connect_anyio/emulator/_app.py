@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -20,9 +20,7 @@ from ._http import (
     send_response,
 )
 from ._routes import INTERNAL, ROUTES, Handler, match
-
-if TYPE_CHECKING:
-    from ._emulator import Emulator
+from ._state import EmulatorState
 
 _DROP_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"64")]
 
@@ -30,7 +28,7 @@ _DROP_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"6
 class EmulatorApp:
     """The ASGI callable of an `Emulator` (`emu.app`)."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: EmulatorState) -> None:
         self._emu = emulator
         token = (emulator.token or "").encode()
         self._accepted = [] if emulator.auth == "none" else [token]
@@ -68,8 +66,11 @@ class EmulatorApp:
             if fault.kind == "dropped":
                 await _drop(send)
         response = await self._handle(request)
-        if fault is not None and fault.kind == "dropped_after_accept":
-            await _drop(send)
+        if fault is not None and fault.after_accept:
+            # The request was handled (a task created, a stop done); its answer is lost.
+            if fault.kind == "dropped_after_accept":
+                await _drop(send)
+            response = fault.response() or response
         await self._respond(send, name, response)
 
     async def _apply(self, fault: Fault, name: str) -> Response | None:
@@ -82,7 +83,7 @@ class EmulatorApp:
         counters.fault(name, fault.kind)
         if fault.kind.startswith("dropped"):
             counters.response(name, "dropped")
-        return fault.response()
+        return None if fault.after_accept else fault.response()
 
     async def _respond(self, send: Send, name: str, response: Response) -> None:
         self._emu.counters.response(name, str(response.status), len(response.body))

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from ._emulator import Emulator
-from ._faults import FaultRule
+from ._faults import FaultRule, rules_from_json
 from ._server import serve_emulator
 
 
@@ -37,15 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 def _fault_rules(path: str) -> list[FaultRule]:
     with open(path, encoding="utf-8") as file:
         data: Any = json.load(file)
-    if not isinstance(data, list) or not all(isinstance(rule, dict) for rule in data):
-        raise ValueError("the fault config must be a JSON list of rule objects")
-    rules = []
-    for rule in data:
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in rule.items()
-        }
-        rules.append(FaultRule(**fields))
-    return rules
+    if not isinstance(data, list):
+        raise TypeError("the fault config must be a JSON list of rule objects")
+    return rules_from_json(data)
 
 
 async def _serve_until_signal(emulator: Emulator, host: str, port: int) -> None:

@@ -1,9 +1,14 @@
-"""Seedable fault injection per route template."""
+"""Seedable fault injection per route pattern, optionally within a time window."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
 
 import httpx
 
@@ -21,7 +26,15 @@ class DroppedConnection(httpx.RemoteProtocolError):
 
 @dataclass(frozen=True)
 class FaultRule:
-    """Faults for one route template (`"GET /v1/tasks/{id}"`) or for all routes (`"*"`)."""
+    """Faults for the routes matching `route`, a shell-style pattern of "METHOD /template".
+
+    `"*"` matches every route, `"GET *"` every GET, `"POST /v1/tasks"` the create route and
+    `"POST /v1/tasks/{id}/stop"` the stop route. `start` and `duration` (seconds on the
+    emulator's clock, from when the rule is added) bound when the rule applies; the
+    default is from now on. `error_after_accept` answers the error after the request was
+    handled (a proxy failing after the server acted), `error_retry_after` adds a
+    `Retry-After` header to the error answers.
+    """
 
     route: str = "*"
     error_rate: float = 0.0
@@ -32,6 +45,10 @@ class FaultRule:
     drop_rate: float = 0.0
     drop_after_accept: bool = False
     hang: float | None = None
+    error_after_accept: bool = False
+    error_retry_after: float | None = None
+    start: float = 0.0
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "drop_rate"):
@@ -43,8 +60,45 @@ class FaultRule:
             raise ValueError("rate_limit_every must be at least 1")
         if self.latency is not None and not 0.0 <= self.latency[0] <= self.latency[1]:
             raise ValueError("latency must be (low, high) with 0 <= low <= high")
-        if self.retry_after < 0 or (self.hang is not None and self.hang < 0):
-            raise ValueError("retry_after and hang must not be negative")
+        durations = (self.retry_after, self.hang, self.error_retry_after, self.start, self.duration)
+        if any(value is not None and value < 0 for value in durations):
+            raise ValueError("retry_after, hang, error_retry_after, start and duration must not "
+                             "be negative")
+
+    @classmethod
+    def outage(
+        cls, duration: float, *, start: float = 0.0, route: str = "*", status: int = 503
+    ) -> FaultRule:
+        """Every request to `route` answered `status` for `duration` seconds from `start`."""
+        return cls(
+            route=route, error_rate=1.0, error_statuses=(status,), start=start, duration=duration
+        )
+
+    @classmethod
+    def from_json(cls, data: Any) -> FaultRule:
+        """A rule from a JSON object (lists stand for tuples), as the CLI and HTTP take it."""
+        if not isinstance(data, dict):
+            raise TypeError("a fault rule must be a JSON object")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault rule field(s): {unknown}")
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """The rule as a JSON object (`from_json` reads it back)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+def rules_from_json(data: Any) -> list[FaultRule]:
+    """A JSON list of rule objects (or one object) as fault rules."""
+    items = data if isinstance(data, list) else [data]
+    return [FaultRule.from_json(item) for item in items]
 
 
 @dataclass(slots=True)
@@ -54,25 +108,37 @@ class Fault:
     delay: float = 0.0
     kind: str | None = None
     status: int = 0
-    retry_after: float = 0.0
+    retry_after: float | None = None
+
+    @property
+    def after_accept(self) -> bool:
+        """Whether the request is handled before the fault strikes."""
+        return self.kind is not None and self.kind.endswith("_after_accept")
 
     def response(self) -> Response | None:
         """The error response replacing the real one, if any."""
         if self.kind == "rate_limited":
             body = dumps({"success": False, "message": "too many requests"})
-            return Response(429, body, [(b"retry-after", f"{self.retry_after:g}".encode())])
-        if self.kind == "error":
+            return Response(429, body, _retry_after(self.retry_after))
+        if self.kind in ("error", "error_after_accept"):
             message = f"injected fault: HTTP {self.status}"
-            return Response(self.status, dumps({"success": False, "message": message}))
+            body = dumps({"success": False, "message": message})
+            return Response(self.status, body, _retry_after(self.retry_after))
         return None
+
+
+def _retry_after(seconds: float | None) -> list[tuple[bytes, bytes]]:
+    return [] if seconds is None else [(b"retry-after", f"{seconds:g}".encode())]
 
 
 class FaultInjector:
     """Holds the fault rules and draws the faults of each request."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, clock: Callable[[], float] = time.monotonic):
         self._rng = random.Random(seed)
+        self._clock = clock
         self._rules: list[FaultRule] = []
+        self._windows: list[tuple[float, float]] = []
         self._seen: list[int] = []
 
     @property
@@ -82,19 +148,27 @@ class FaultInjector:
 
     def add(self, rule: FaultRule) -> None:
         """Add a rule; every matching rule adds its delay, the first failure wins."""
+        begins = self._clock() + rule.start
+        ends = float("inf") if rule.duration is None else begins + rule.duration
         self._rules.append(rule)
+        self._windows.append((begins, ends))
         self._seen.append(0)
 
     def clear(self) -> None:
         """Remove every rule (and their rate-limit counters)."""
         self._rules.clear()
+        self._windows.clear()
         self._seen.clear()
 
     def decide(self, route: str) -> Fault | None:
         """The faults of one request to `route` ("METHOD /template"), or None."""
         fault: Fault | None = None
+        now = self._clock()
         for index, rule in enumerate(self._rules):
-            if rule.route != "*" and rule.route != route:
+            begins, ends = self._windows[index]
+            if not begins <= now < ends:
+                continue
+            if not fnmatchcase(route, rule.route):
                 continue
             fault = fault or Fault()
             self._seen[index] += 1
@@ -113,6 +187,8 @@ class FaultInjector:
         if rule.rate_limit_every and seen % rule.rate_limit_every == 0:
             fault.kind, fault.retry_after = "rate_limited", rule.retry_after
         elif rule.error_rate and self._rng.random() < rule.error_rate:
-            fault.kind, fault.status = "error", self._rng.choice(rule.error_statuses)
+            fault.kind = "error_after_accept" if rule.error_after_accept else "error"
+            fault.status = self._rng.choice(rule.error_statuses)
+            fault.retry_after = rule.error_retry_after
         elif rule.drop_rate and self._rng.random() < rule.drop_rate:
             fault.kind = "dropped_after_accept" if rule.drop_after_accept else "dropped"

@@ -3,40 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from python_multipart.multipart import parse_options_header
 
+from ._faults import rules_from_json
 from ._http import HTTPError, Request, Response, json_response, parse_json, read_body
 from ._inputs import normalize_input_values
 from ._logs import visible_logs
 from ._multipart import UploadedFile, parse_multipart
+from ._state import EmulatorState
 from ._tasks import Task
 
-if TYPE_CHECKING:
-    from ._emulator import Emulator
-
-Handler = Callable[["Emulator", Request], Awaitable[Response]]
+Handler = Callable[[EmulatorState, Request], Awaitable[Response]]
 USER_ID = "emulator-user"
 _TARGET_FIELDS = ("manifest", "blockId", "flowName")
 
 
-async def _list_flows(emu: Emulator, req: Request) -> Response:
+async def _list_flows(emu: EmulatorState, req: Request) -> Response:
     return json_response({"flows": [flow.listing() for flow in emu.catalogue.flows]})
 
 
-async def _list_blocks(emu: Emulator, req: Request) -> Response:
+async def _list_blocks(emu: EmulatorState, req: Request) -> Response:
     emu.installs.settle()
     return json_response({"blocks": [block.listing() for block in emu.catalogue.blocks.values()]})
 
 
-async def _list_tasks(emu: Emulator, req: Request) -> Response:
+async def _list_tasks(emu: EmulatorState, req: Request) -> Response:
     now = emu.clock.now()
     return json_response({"tasks": [t.to_json(now) for t in reversed(emu.store.tasks.values())]})
 
 
-async def _create_task(emu: Emulator, req: Request) -> Response:
+async def _create_task(emu: EmulatorState, req: Request) -> Response:
     body, files = await _read_create_body(req)
     manifest = next((body[k] for k in _TARGET_FIELDS if body.get(k) is not None), None)
     if not isinstance(manifest, str):
@@ -75,14 +74,14 @@ async def _read_create_body(req: Request) -> tuple[dict[str, Any], list[Uploaded
     return body, []
 
 
-def _find_task(emu: Emulator, req: Request) -> Task:
+def _find_task(emu: EmulatorState, req: Request) -> Task:
     task = emu.store.tasks.get(req.param or "")
     if task is None:
         raise HTTPError(404, f"task '{req.param}' not found")
     return task
 
 
-def _task_response(emu: Emulator, task: Task, *, created: bool = False) -> Response:
+def _task_response(emu: EmulatorState, task: Task, *, created: bool = False) -> Response:
     body = task.to_json(emu.clock.now())
     if emu.envelope == "bare":
         return json_response({"task": body} if created else body)
@@ -91,29 +90,29 @@ def _task_response(emu: Emulator, task: Task, *, created: bool = False) -> Respo
     return json_response({"task": body, "success": True})
 
 
-async def _get_task(emu: Emulator, req: Request) -> Response:
+async def _get_task(emu: EmulatorState, req: Request) -> Response:
     return _task_response(emu, _find_task(emu, req))
 
 
-async def _stop_task(emu: Emulator, req: Request) -> Response:
+async def _stop_task(emu: EmulatorState, req: Request) -> Response:
     task = _find_task(emu, req)
     emu.store.stop(task)
     emu.counters.stops += 1
     return _task_response(emu, task)
 
 
-async def _task_logs(emu: Emulator, req: Request) -> Response:
+async def _task_logs(emu: EmulatorState, req: Request) -> Response:
     logs = visible_logs(_find_task(emu, req), emu.clock, emu.clock.now())
     tail = b"]}" if emu.envelope == "bare" else b'],"success":true}'
     return Response(200, b'{"logs":[' + b",".join(logs) + tail)
 
 
-async def _list_packages(emu: Emulator, req: Request) -> Response:
+async def _list_packages(emu: EmulatorState, req: Request) -> Response:
     emu.installs.settle()
     return json_response({"packages": [p.listing() for p in emu.catalogue.packages.values()]})
 
 
-async def _install_package(emu: Emulator, req: Request) -> Response:
+async def _install_package(emu: EmulatorState, req: Request) -> Response:
     body = parse_json(await read_body(req.receive))
     name = body.get("name") if isinstance(body, dict) else None
     version = body.get("version") if isinstance(body, dict) else None
@@ -125,29 +124,58 @@ async def _install_package(emu: Emulator, req: Request) -> Response:
     return json_response({"success": True, "taskId": task.id})
 
 
-async def _list_installs(emu: Emulator, req: Request) -> Response:
+async def _list_installs(emu: EmulatorState, req: Request) -> Response:
     now = emu.clock.now()
     tasks = [task.to_json(emu.clock, now) for task in emu.installs.tasks.values()]
     return json_response({"success": True, "tasks": tasks})
 
 
-async def _get_install(emu: Emulator, req: Request) -> Response:
+async def _get_install(emu: EmulatorState, req: Request) -> Response:
     task = emu.installs.tasks.get(req.param or "")
     if task is None:
         raise HTTPError(404, f"install task '{req.param}' not found")
     return json_response({"success": True, "task": task.to_json(emu.clock, emu.clock.now())})
 
 
-async def _stats(emu: Emulator, req: Request) -> Response:
+async def _stats(emu: EmulatorState, req: Request) -> Response:
     return json_response(emu.stats())
 
 
-async def _reset_stats(emu: Emulator, req: Request) -> Response:
+async def _reset_stats(emu: EmulatorState, req: Request) -> Response:
     emu.reset_stats()
     return json_response({"success": True})
 
 
-async def _task_table(emu: Emulator, req: Request) -> Response:
+async def _list_faults(emu: EmulatorState, req: Request) -> Response:
+    return json_response({"rules": [rule.to_json() for rule in emu.faults.rules]})
+
+
+async def _add_faults(emu: EmulatorState, req: Request) -> Response:
+    """Add one rule (a JSON object) or several (a list); windows start from now."""
+    try:
+        rules = rules_from_json(parse_json(await read_body(req.receive)))
+    except (TypeError, ValueError) as exc:
+        raise HTTPError(400, f"bad fault rule: {exc}") from None
+    for rule in rules:
+        emu.faults.add(rule)
+    return json_response({"success": True, "rules": len(emu.faults.rules)})
+
+
+async def _clear_faults(emu: EmulatorState, req: Request) -> Response:
+    emu.faults.clear()
+    return json_response({"success": True, "rules": 0})
+
+
+async def _set_log_trail(emu: EmulatorState, req: Request) -> Response:
+    body = parse_json(await read_body(req.receive))
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise HTTPError(400, "expected {\"seconds\": a number >= 0}")
+    emu.log_trail = float(seconds)
+    return json_response({"success": True, "log_trail": emu.log_trail})
+
+
+async def _task_table(emu: EmulatorState, req: Request) -> Response:
     now = emu.clock.now()
     rows = [
         {
@@ -176,6 +204,8 @@ INTERNAL: dict[str, dict[str, Handler]] = {
     "/__emulator/stats": {"GET": _stats},
     "/__emulator/reset-stats": {"POST": _reset_stats},
     "/__emulator/tasks": {"GET": _task_table},
+    "/__emulator/faults": {"GET": _list_faults, "POST": _add_faults, "DELETE": _clear_faults},
+    "/__emulator/log-trail": {"POST": _set_log_trail},
 }
 _STATIC = {tuple(t.split("/")[1:]): t for t in (*ROUTES, *INTERNAL) if "{id}" not in t}
 _WITH_ID = {tuple(t.split("/")[1:]): t for t in ROUTES if "{id}" in t}

@@ -8,7 +8,7 @@ from typing import Any, cast
 from .._concurrency import call, deadline
 from .._errors import InstallFailedError, InvalidResponseError, TimeoutError
 from .._options import Polling, parse_polling
-from .._polling import poll_until
+from .._polling import AnswerCheck, poll_until
 from .._responses import list_of_objects, object_with_id
 from .._transport import Transport
 from .._types import (
@@ -20,6 +20,7 @@ from .._types import (
 )
 
 _TERMINAL = frozenset({"success", "failed"})
+_STATUSES = _TERMINAL | {"pending", "running"}
 
 
 class Packages:
@@ -80,8 +81,14 @@ class Packages:
         self, task_id: str, polling: Polling, known: InstallTask | None = None
     ) -> InstallTask:
         """Poll to a terminal status; ``known`` (the install answer) stands in for the first
-        poll."""
+        poll. Transient failures are missed polls, as in task waits."""
         last: list[InstallTask] = []
+        check = AnswerCheck("install task", task_id, _STATUSES)
+
+        async def fetch() -> InstallTask:
+            task = await self.get_install_task(task_id)
+            check(task)
+            return task
 
         async def report(task: InstallTask) -> None:
             last[:] = [task]
@@ -98,7 +105,7 @@ class Packages:
 
         with deadline(polling.timeout, expired):
             task = await poll_until(
-                lambda: self.get_install_task(task_id),
+                fetch,
                 lambda t: t.get("status") in _TERMINAL,
                 polling,
                 report,

@@ -32,7 +32,12 @@ def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
 def test_cli_serves_and_exits_cleanly(backend, stop_signal, tmp_path):
     faults = tmp_path / "faults.json"
     faults.write_text(
-        json.dumps([{"route": "GET /v1/flows", "error_rate": 1.0, "error_statuses": [503]}])
+        json.dumps(
+            [
+                {"route": "GET /v1/flows", "error_rate": 1.0, "error_statuses": [503]},
+                {"route": "POST *", "rate_limit_every": 2, "retry_after": 0, "duration": 600},
+            ]
+        )
     )
     process, url = _start(
         "--backend",
@@ -50,6 +55,9 @@ def test_cli_serves_and_exits_cleanly(backend, stop_signal, tmp_path):
         with httpx.Client(base_url=url, headers={"Authorization": "tok"}) as client:
             created = client.post("/v1/tasks", json={"manifest": "demo::echo"}).json()
             assert set(created) == {"task"}
+            stop = client.post(f"/v1/tasks/{created['task']['id']}/stop")
+            assert stop.status_code == 429  # the second POST within the rule's window
+            assert stop.headers["retry-after"] == "0"
             assert client.get("/v1/flows").status_code == 503
             assert client.get("/v1/blocks", headers={"Authorization": "no"}).status_code == 401
             assert client.get("/v1/tasks").json()["tasks"][0]["id"] == created["task"]["id"]

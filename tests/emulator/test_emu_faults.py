@@ -152,3 +152,135 @@ async def test_stats_counters(client_for):
     assert stats["tasks_created"] == 1
     assert stats["bytes_sent"] > 0
     assert stats["tasks_by_status"] == {"completed": 1}
+
+
+async def test_an_outage_window_on_the_emulator_clock(client_for, clock):
+    emu = Emulator(clock=clock)
+    emu.faults.add(FaultRule.outage(2.0, start=1.0))
+    async with client_for(emu) as client:
+        before = await _statuses(client, 2)
+        clock.advance(1.0)
+        during = [(await client.get(p)).status_code for p in ("/v1/tasks", "/v1/blocks")]
+        during.append((await client.post("/v1/tasks", json={"manifest": "demo::echo"})).status_code)
+        clock.advance(1.999)
+        during += await _statuses(client, 1, "/packages")
+        clock.advance(0.001)
+        after = await _statuses(client, 2)
+    assert before == [200, 200]
+    assert during == [503, 503, 503, 503]
+    assert after == [200, 200]
+    assert emu.stats()["tasks_created"] == 0
+
+
+async def test_route_patterns_target_gets_the_create_and_the_stop(client_for):
+    emu = Emulator()
+    emu.faults.add(FaultRule(route="GET *", error_rate=1.0, error_statuses=(502,)))
+    emu.faults.add(FaultRule(route="POST /v1/tasks/{id}/stop", rate_limit_every=1, retry_after=2))
+    async with client_for(emu) as client:
+        created = await client.post(
+            "/v1/tasks", json={"manifest": "demo::sleep", "inputValues": {"seconds": 60}}
+        )
+        task_id = created.json()["task"]["id"]
+        assert (await client.get(f"/v1/tasks/{task_id}")).status_code == 502
+        assert (await client.get("/packages")).status_code == 502
+        stop = await client.post(f"/v1/tasks/{task_id}/stop")
+    assert created.status_code == 200
+    assert stop.status_code == 429
+    assert stop.headers["retry-after"] == "2"
+    assert emu.task_status(task_id) == "running"  # a 429 takes nothing
+
+
+async def test_a_create_answered_429_creates_nothing(client_for):
+    emu = Emulator()
+    emu.faults.add(FaultRule(route="POST /v1/tasks", rate_limit_every=1, retry_after=0.5))
+    async with client_for(emu) as client:
+        response = await client.post("/v1/tasks", json={"manifest": "demo::echo"})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "0.5"
+    assert emu.stats()["tasks_created"] == 0
+
+
+async def test_errors_after_accept_act_then_fail(client_for):
+    emu = Emulator()
+    emu.faults.add(
+        FaultRule(
+            route="POST *", error_rate=1.0, error_statuses=(504,), error_after_accept=True,
+            error_retry_after=3,
+        )
+    )
+    async with client_for(emu) as client:
+        created = await client.post(
+            "/v1/tasks", json={"manifest": "demo::sleep", "inputValues": {"seconds": 60}}
+        )
+        [task_id] = emu.tasks
+        stop = await client.post(f"/v1/tasks/{task_id}/stop")
+    assert created.status_code == stop.status_code == 504
+    assert created.headers["retry-after"] == "3"
+    assert emu.task_status(task_id) == "stopped"
+    assert emu.stats()["faults"]["POST /v1/tasks"] == {"error_after_accept": 1}
+
+
+async def test_a_stop_dropped_after_accept_still_stops(client_for):
+    emu = Emulator()
+    emu.faults.add(
+        FaultRule(route="POST /v1/tasks/{id}/stop", drop_rate=1.0, drop_after_accept=True)
+    )
+    async with client_for(emu) as client:
+        created = await client.post(
+            "/v1/tasks", json={"manifest": "demo::sleep", "inputValues": {"seconds": 60}}
+        )
+        task_id = created.json()["task"]["id"]
+        with pytest.raises(httpx.TransportError):
+            await client.post(f"/v1/tasks/{task_id}/stop")
+    assert emu.task_status(task_id) == "stopped"
+
+
+async def test_trailing_final_logs(client_for, clock):
+    emu = Emulator(clock=clock)
+    emu.log_trail = 0.4
+    async with client_for(emu) as client:
+        created = await client.post("/v1/tasks", json={"manifest": "demo::echo"})
+        task = created.json()["task"]
+        path = f"/v1/tasks/{task['id']}/logs"
+        types = [log["type"] for log in (await client.get(path)).json()["logs"]]
+        clock.advance(0.41)
+        later = [log["type"] for log in (await client.get(path)).json()["logs"]]
+    assert task["status"] == "completed"
+    assert "BlockFinished" not in types
+    assert "SessionFinished" not in types
+    assert later[-2:] == ["BlockFinished", "SessionFinished"]
+    with pytest.raises(ValueError, match="log_trail"):
+        emu.log_trail = -1
+
+
+async def test_faults_and_log_trail_over_the_control_routes(client_for, clock):
+    emu = Emulator(clock=clock)
+    rule = {"route": "GET /v1/tasks", "error_rate": 1.0, "error_statuses": [503], "duration": 5}
+    async with client_for(emu) as client:
+        added = await client.post("/__emulator/faults", json=[rule])
+        assert added.json() == {"success": True, "rules": 1}
+        assert (await client.get("/v1/tasks")).status_code == 503
+        listed = (await client.get("/__emulator/faults")).json()["rules"]
+        assert listed == [FaultRule.from_json(rule).to_json()]
+        clock.advance(5)
+        assert (await client.get("/v1/tasks")).status_code == 200
+        bad = await client.post("/__emulator/faults", json={"route": "*", "error_rate": 2})
+        assert bad.status_code == 400
+        unknown = await client.post("/__emulator/faults", json={"rute": "*"})
+        assert unknown.status_code == 400
+        assert "rute" in unknown.json()["message"]
+        assert (await client.delete("/__emulator/faults")).json() == {"success": True, "rules": 0}
+        assert emu.faults.rules == ()
+        trail = await client.post("/__emulator/log-trail", json={"seconds": 0.25})
+        assert trail.json() == {"success": True, "log_trail": 0.25}
+        assert (await client.post("/__emulator/log-trail", json={"seconds": -1})).status_code == 400
+    assert emu.log_trail == 0.25
+
+
+def test_window_validation():
+    with pytest.raises(ValueError, match="negative"):
+        FaultRule(start=-1)
+    with pytest.raises(ValueError, match="negative"):
+        FaultRule.outage(-2)
+    with pytest.raises(TypeError):
+        FaultRule.from_json(["*"])
