@@ -9,35 +9,26 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from cli_support import CLI, FAST, emulator_process, one_error_line, spawn, write_jobs
 
 from oomol_connect_anyio.cli import main
 
-CLI = [sys.executable, "-m", "oomol_connect_anyio.cli"]
-FAST = ["--poll-interval", "0.02"]
-ERROR_PREFIX = "oomol-connect: error: "
 Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     """``oomol-connect emulator`` in a subprocess, for the whole module."""
-    server = subprocess.Popen([*CLI, "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("Oomol Connect emulator listening on http://127.0.0.1:"), line
-    yield line.split()[-1]
-    server.send_signal(signal.SIGINT)
-    assert server.wait(timeout=10) == 0
+    with emulator_process() as base_url:
+        yield base_url
 
 
 @pytest.fixture
@@ -51,18 +42,6 @@ def cli(url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
         return code, out, err
 
     return run
-
-
-def spawn(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30)
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(ERROR_PREFIX)
-    assert "Traceback" not in err
-    return lines[0][len(ERROR_PREFIX):]
 
 
 def task_status(cli: Cli, task_id: str) -> str:
@@ -204,11 +183,6 @@ def test_token_is_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "base_url" in one_error_line(err)
     assert "s3cret" not in err
-
-
-def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs) + "\n")
-    return str(path)
 
 
 def test_run_many_writes_outcomes_in_completion_order(cli: Cli, tmp_path: Path) -> None:

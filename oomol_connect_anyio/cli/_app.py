@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from functools import partial
 from typing import Any, NoReturn
 
 import anyio
@@ -16,10 +17,12 @@ from ._demo import demo
 from ._emulator import emulator
 from ._errors import EPILOG, Exit, UsageError, exit_code, primary_error
 from ._inputs import assignment, jobs_file, json_file, manifest, readable_file
+from ._ledger import Ledger
 from ._options import positive_float, positive_int
 from ._render import PROG, Output, error_line
 from ._run import run
 from ._run_many import run_many
+from ._signals import Interrupted, run_until_signalled
 
 ENV_TOKEN = "OOMOL_CONNECT_TOKEN"
 
@@ -189,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else Exit.OK
     out = Output(json_mode=args.json, secret=args.token or secret)
+    args.ledger = Ledger()
     try:
         if not args.in_loop:
             return int(args.handler(args, out))
-        return int(anyio.run(args.handler, args, out, backend=args.backend))
+        return int(anyio.run(_in_loop, args, out, backend=args.backend))
+    except Interrupted as exc:
+        out.error(_interrupted_line(exc, args.ledger))
+        return exc.exit_code
     except BaseException as exc:
         error = primary_error(exc)
         if isinstance(error, BrokenPipeError):
@@ -206,6 +213,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         out.error(f"cannot reach the server: {error}" if code is Exit.CONNECTION else str(error))
         return code
+
+
+async def _in_loop(args: argparse.Namespace, out: Output) -> int:
+    """The command's handler, ended by SIGINT, SIGTERM or SIGHUP (see ``_signals``)."""
+    return int(await run_until_signalled(partial(args.handler, args, out), out, args.ledger))
+
+
+def _interrupted_line(interrupt: Interrupted, ledger: Ledger) -> str:
+    leftovers = ledger.leftovers()
+    if leftovers is not None:
+        return f"{interrupt}; {leftovers}"
+    if ledger.created:
+        return f"{interrupt}; the tasks this command created were stopped or had ended"
+    return f"{interrupt}; this command created no task"
 
 
 def _silence_stdout() -> None:

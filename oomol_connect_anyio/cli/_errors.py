@@ -45,7 +45,8 @@ exit codes:
   5    timed out (--timeout); run and run-many stop the task on the server
   6    the server answered with an error (HTTP 4xx/5xx, e.g. an unknown manifest)
   7    the server could not be reached (refused, DNS, network timeout)
-  130  interrupted (Ctrl-C); tasks this command created were stopped first
+  130  interrupted (Ctrl-C, SIGINT); tasks this command created were stopped first
+  143  terminated (SIGTERM), 129 hung up (SIGHUP): as for Ctrl-C (128 + the signal)
   141  stdout was closed early (e.g. piped into head)"""
 
 _CODES: tuple[tuple[type[Exception], Exit], ...] = (
