@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,3 +105,44 @@ def wait_until(condition: Any, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.01)
+
+
+@contextmanager
+def hanging_server() -> Iterator[str]:
+    """A loopback server that accepts connections, reads, and never answers; yields a base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.05)  # so that the accepting thread sees ``closing``
+    held: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    finally:
+        closing.set()
+        listener.close()
+        thread.join(timeout=WAIT_S)
+        for connection in held:
+            connection.close()
+
+
+def error_document(out: str, code: int) -> dict[str, Any]:
+    """The one ``--json`` error document ``out`` must be, with its stable keys."""
+    document: dict[str, Any] = json.loads(out)
+    assert list(document) == ["ok", "error", "error_type", "exit_code", "task_id"], document
+    assert document["ok"] is False
+    assert document["exit_code"] == code
+    return document

@@ -47,7 +47,7 @@ def cli(url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
 def task_status(cli: Cli, task_id: str) -> str:
     code, out, _ = cli("--json", "tasks", "get", task_id)
     assert code == 0
-    return str(json.loads(out)["status"])
+    return str(json.loads(out)["task"]["status"])
 
 
 def test_entry_point_is_main() -> None:
@@ -88,8 +88,8 @@ def test_demo_json_on_trio(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_run_json(cli: Cli, backend: str) -> None:
     code, out, err = cli(
-        "--backend", backend, "--json", "run", "demo::echo", "-i", "n=3", "-i", "text=hi",
-        "-i", 'obj={"a": [1]}',
+        "--backend", backend, "--json", "run", "demo::echo", "-i", "n:=3", "-i", "text=hi",
+        "-i", 'obj:={"a": [1]}',
     )
     assert code == 0, err
     document = json.loads(out)
@@ -134,7 +134,7 @@ def test_timeout_exit_code_and_the_task_is_stopped(cli: Cli) -> None:
     code, out, err = cli("--json", "run", "demo::sleep", "-i", "seconds=60", "--timeout", "0.3")
     assert code == 5
     document = json.loads(out)
-    assert document["error_type"] == "TimeoutError"
+    assert document["error_type"] == "CommandTimedOut"
     assert "stopped on the server" in one_error_line(err)
     assert task_status(cli, document["task_id"]) == "stopped"
 
@@ -232,7 +232,7 @@ def test_run_many_rejects_a_bad_job_before_sending(cli: Cli, tmp_path: Path) -> 
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"manifest": "demo::echo"}, {"inputValues": {}}])
     code, out, err = cli("run-many", jobs)
     assert code == 2
-    assert "requests[1]" in one_error_line(err)
+    assert "line 2" in one_error_line(err)
     assert out == ""
 
 
@@ -310,7 +310,7 @@ def test_stopped_run_and_tasks_stop(cli: Cli, url: str) -> None:
     ).json()["task"]
     code, out, _ = cli("--json", "tasks", "stop", created["id"])
     assert code == 0
-    assert json.loads(out)["status"] == "stopped"
+    assert json.loads(out)["task"]["status"] == "stopped"
 
 
 def test_blocks_and_flows(cli: Cli) -> None:

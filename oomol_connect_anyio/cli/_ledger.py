@@ -20,6 +20,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.created: list[str] = []
+        self.stopped: list[str] = []
         self._ended: set[str] = set()
         self._creates_in_flight = 0
 
@@ -31,7 +32,10 @@ class Ledger:
         if event.route in CREATE_ROUTES:
             self._creates_in_flight = max(0, self._creates_in_flight - 1)
         elif event.route == STOP_ROUTE and event.status is not None and event.status < 300:
-            self._ended.add(unquote(event.url.rsplit("/", 2)[-2]))
+            task_id = unquote(event.url.rsplit("/", 2)[-2])
+            if task_id in self.created and task_id not in self._ended:
+                self.stopped.append(task_id)
+            self._ended.add(task_id)
 
     def seen(self, task: Task) -> None:
         """A polling ``on_progress`` report: the task exists, maybe it has ended."""
@@ -53,14 +57,18 @@ class Ledger:
         """A create was sent and its answer has not arrived: its task may exist."""
         return self._creates_in_flight > 0
 
-    def leftovers(self) -> str | None:
-        """What may still run on the server, as a sentence; ``None`` when nothing may."""
+    def outcome(self) -> str | None:
+        """After a cancel: what was stopped and what may still run; ``None`` if nothing was made."""
         parts = []
+        if self.stopped:
+            parts.append(f"stopped on the server: {', '.join(self.stopped)}")
         if self.may_run:
             parts.append(f"these tasks may still run: {', '.join(self.may_run)}")
         if self.creating:
             parts.append(
                 "a task whose creation was not answered may exist "
-                "(see 'oomol-connect tasks list --status running')"
+                "(find it with 'oomol-connect tasks list --status running')"
             )
+        if not parts and self.created:
+            parts.append("the tasks it created had ended")
         return "; ".join(parts) or None

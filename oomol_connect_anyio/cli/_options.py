@@ -38,6 +38,7 @@ def open_client(args: argparse.Namespace) -> OomolConnectClient:
         return OomolConnectClient(
             base_url=args.base_url,
             api_token=args.token,
+            timeout=args.request_timeout,
             on_request=args.ledger.on_request,
             on_response=args.ledger.on_response,
         )
@@ -51,11 +52,11 @@ def polling_options(
     on_progress: Callable[..., Any] | None = None,
     on_log: Callable[..., Any] | None = None,
 ) -> PollingOptions:
-    """``--poll-interval`` (the first interval, growing 1.5x) and ``--timeout``.
+    """``--poll-interval`` (the first interval, growing 1.5x) and run-many's ``--task-timeout``.
 
     Every task reported is also entered in the command's ledger.
     """
-    timeout: float | None = getattr(args, "timeout", None)
+    timeout: float | None = getattr(args, "task_timeout", None)
     ledger = args.ledger
 
     def progress(*report: Any) -> Any:  # (task) for one run, (index, task) for a batch
