@@ -8,6 +8,7 @@ Servers: the emulator, and a loopback server that accepts connections and never 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from cli_support import (
+    CLI,
     FAST,
+    WAIT_S,
+    cli_env,
     emulator_process,
     error_document,
     hanging_server,
@@ -217,11 +221,26 @@ def test_tasks_list_filters_names_and_tsv(url: str) -> None:
     httpx.post(f"{url}/v1/tasks/{stopped}/stop")
     done = against(url, "tasks", "list", "--status", "stopped", "--manifest", "demo::sleep")
     rows = [line.split("\t") for line in done.stdout.splitlines()]
-    assert rows[0] == ["id", "status", "block", "created"]
-    assert [stopped, "stopped", "demo::sleep"] in [row[:3] for row in rows[1:]]
-    assert all(row[1:3] == ["stopped", "demo::sleep"] for row in rows[1:])
+    assert rows[0] == ["id", "status", "created", "block"]
+    assert stopped in [row[0] for row in rows[1:]]
+    assert all((row[1], row[3]) == ("stopped", "demo::sleep") for row in rows[1:])
     limited = against(url, "--json", "tasks", "list", "--limit", "1")
     assert len(ok_document(limited)["tasks"]) == 1
+
+
+def test_tasks_list_fits_80_columns_at_a_terminal(url: str) -> None:
+    created_task(url, "demo::upper", {"text": "a"})
+    env = {**cli_env(), "FORCE_COLOR": "1", "COLUMNS": "80"}  # rich: a terminal, 80 wide
+    done = subprocess.run(
+        [*CLI, "--base-url", url, "tasks", "list", "--limit", "3"], capture_output=True,
+        text=True, env=env, timeout=WAIT_S, stdin=subprocess.DEVNULL,
+    )
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines()
+    assert "\t" not in done.stdout
+    rows = [line for line in lines if "demo::" in line]
+    assert rows
+    assert all(len(line) <= 80 for line in lines)
+    assert all(re.search(r"\d\d-\d\d \d\d:\d\d:\d\d", row) for row in rows)  # unfolded
 
 
 def test_tasks_result_and_watch_exit_by_outcome(url: str) -> None:

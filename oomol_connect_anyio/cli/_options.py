@@ -51,16 +51,19 @@ def polling_options(
     *,
     on_progress: Callable[..., Any] | None = None,
     on_log: Callable[..., Any] | None = None,
+    created_here: bool = True,
 ) -> PollingOptions:
     """``--poll-interval`` (the first interval, growing 1.5x) and run-many's ``--task-timeout``.
 
-    Every task reported is also entered in the command's ledger.
+    Every task reported is also entered in the command's ledger, unless the command follows a
+    task it did not create (``created_here=False``).
     """
     timeout: float | None = getattr(args, "task_timeout", None)
     ledger = args.ledger
 
     def progress(*report: Any) -> Any:  # (task) for one run, (index, task) for a batch
-        ledger.seen(report[-1])
+        if created_here:
+            ledger.seen(report[-1])
         return None if on_progress is None else on_progress(*report)
 
     return {

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -128,12 +129,17 @@ class Output:
 def make_table(
     title: str | None, columns: Sequence[str] | None, rows: Iterable[Sequence[str]]
 ) -> Table:
-    """A rich table (``columns=None``: two, without a header); the first is never wrapped."""
+    """A rich table (``columns=None``: two, without a header); only the last column wraps.
+
+    No vertical rules: a task list (a 36-character id, status, time, block) fits 80 columns.
+    """
     table = Table(
-        title=title, title_justify="left", header_style="bold", show_header=columns is not None
+        title=title, title_justify="left", header_style="bold", show_header=columns is not None,
+        box=box.SIMPLE_HEAD,
     )
-    for position, column in enumerate(columns or ("", "")):
-        table.add_column(column, no_wrap=position == 0, overflow="fold")
+    names = columns or ("", "")
+    for position, column in enumerate(names):
+        table.add_column(column, no_wrap=position < len(names) - 1, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table

@@ -51,11 +51,11 @@ async def tasks_list(args: argparse.Namespace, out: Output) -> int:
     if args.limit:
         tasks = tasks[: args.limit]
     rows = [
-        (t.get("id", "?"), t.get("status", "?"), block_name(t), _short_time(t.get("created_at")))
+        (t.get("id", "?"), t.get("status", "?"), _short_time(t.get("created_at")), block_name(t))
         for t in tasks
     ]
     documents = [{**task, "block": block_name(task)} for task in tasks]
-    out.show({"tasks": documents}, "Tasks", ["id", "status", "block", "created"], rows)
+    out.show({"tasks": documents}, "Tasks", ["id", "status", "created", "block"], rows)
     return Exit.OK
 
 
@@ -125,7 +125,9 @@ async def tasks_watch(args: argparse.Namespace, out: Output) -> int:
     """Follow a task (progress and logs on stderr) until it ends; then as ``tasks result``."""
     board = TaskBoard(out)
     row = board.add(args.task_id)
-    options = polling_options(args, on_progress=row.on_progress, on_log=row.on_log)
+    options = polling_options(
+        args, on_progress=row.on_progress, on_log=row.on_log, created_here=False
+    )
     async with open_client(args) as client:
         with board:
             try:
