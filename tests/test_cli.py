@@ -9,35 +9,26 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from cli_support import CLI, FAST, emulator_process, one_error_line, spawn, write_jobs
 
 from oomol_connect_anyio.cli import main
 
-CLI = [sys.executable, "-m", "oomol_connect_anyio.cli"]
-FAST = ["--poll-interval", "0.02"]
-ERROR_PREFIX = "oomol-connect: error: "
 Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     """``oomol-connect emulator`` in a subprocess, for the whole module."""
-    server = subprocess.Popen([*CLI, "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("Oomol Connect emulator listening on http://127.0.0.1:"), line
-    yield line.split()[-1]
-    server.send_signal(signal.SIGINT)
-    assert server.wait(timeout=10) == 0
+    with emulator_process() as base_url:
+        yield base_url
 
 
 @pytest.fixture
@@ -53,22 +44,10 @@ def cli(url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
     return run
 
 
-def spawn(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30)
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(ERROR_PREFIX)
-    assert "Traceback" not in err
-    return lines[0][len(ERROR_PREFIX):]
-
-
 def task_status(cli: Cli, task_id: str) -> str:
     code, out, _ = cli("--json", "tasks", "get", task_id)
     assert code == 0
-    return str(json.loads(out)["status"])
+    return str(json.loads(out)["task"]["status"])
 
 
 def test_entry_point_is_main() -> None:
@@ -109,8 +88,8 @@ def test_demo_json_on_trio(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_run_json(cli: Cli, backend: str) -> None:
     code, out, err = cli(
-        "--backend", backend, "--json", "run", "demo::echo", "-i", "n=3", "-i", "text=hi",
-        "-i", 'obj={"a": [1]}',
+        "--backend", backend, "--json", "run", "demo::echo", "-i", "n:=3", "-i", "text=hi",
+        "-i", 'obj:={"a": [1]}',
     )
     assert code == 0, err
     document = json.loads(out)
@@ -155,7 +134,7 @@ def test_timeout_exit_code_and_the_task_is_stopped(cli: Cli) -> None:
     code, out, err = cli("--json", "run", "demo::sleep", "-i", "seconds=60", "--timeout", "0.3")
     assert code == 5
     document = json.loads(out)
-    assert document["error_type"] == "TimeoutError"
+    assert document["error_type"] == "CommandTimedOut"
     assert "stopped on the server" in one_error_line(err)
     assert task_status(cli, document["task_id"]) == "stopped"
 
@@ -206,11 +185,6 @@ def test_token_is_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "s3cret" not in err
 
 
-def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs) + "\n")
-    return str(path)
-
-
 def test_run_many_writes_outcomes_in_completion_order(cli: Cli, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [
         {"manifest": "demo::sleep", "inputValues": {"seconds": 0.6}},
@@ -258,7 +232,7 @@ def test_run_many_rejects_a_bad_job_before_sending(cli: Cli, tmp_path: Path) -> 
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"manifest": "demo::echo"}, {"inputValues": {}}])
     code, out, err = cli("run-many", jobs)
     assert code == 2
-    assert "requests[1]" in one_error_line(err)
+    assert "line 2" in one_error_line(err)
     assert out == ""
 
 
@@ -336,7 +310,7 @@ def test_stopped_run_and_tasks_stop(cli: Cli, url: str) -> None:
     ).json()["task"]
     code, out, _ = cli("--json", "tasks", "stop", created["id"])
     assert code == 0
-    assert json.loads(out)["status"] == "stopped"
+    assert json.loads(out)["task"]["status"] == "stopped"
 
 
 def test_blocks_and_flows(cli: Cli) -> None:

@@ -133,6 +133,7 @@ async def demo(args: argparse.Namespace, out: Output) -> int:
 def _report(out: Output, outcomes: list[DemoOutcome], url: str, wall: float) -> None:
     if out.json_mode:
         out.json({
+            "ok": all(o.as_expected for o in outcomes),
             "emulator": url,
             "wall_s": round(wall, 3),
             "as_expected": all(o.as_expected for o in outcomes),

@@ -7,6 +7,7 @@ import sys
 
 from .. import (
     ApiError,
+    AuthenticationError,
     ConnectionError,
     InstallFailedError,
     TaskFailedError,
@@ -22,6 +23,10 @@ class UsageError(Exception):
     """Bad arguments or input, found before anything was sent."""
 
 
+class LocalError(Exception):
+    """This machine refused what the command needs (a port in use, say)."""
+
+
 class Exit(enum.IntEnum):
     OK = 0
     UNEXPECTED = 1
@@ -31,6 +36,8 @@ class Exit(enum.IntEnum):
     TIMED_OUT = 5
     API = 6
     CONNECTION = 7
+    AUTH = 8
+    LOCAL = 9
     INTERRUPTED = 130
     BROKEN_PIPE = 141
 
@@ -39,21 +46,27 @@ EPILOG = """\
 exit codes:
   0    success
   1    unexpected outcome (a bug, or a demo that did not behave)
-  2    bad usage or input: arguments, -i values, files, JSON, base URL
-  3    the task failed (run-many: at least one job failed; install: it failed)
+  2    bad usage or input: arguments, ids, -i values, files, JSON, base URL
+  3    the task failed (run-many: a job failed; install: it failed)
   4    the task was stopped
-  5    timed out (--timeout); run and run-many stop the task on the server
+  5    timed out: --timeout (the tasks it created are stopped), or run-many jobs
+       that all failed by --task-timeout
   6    the server answered with an error (HTTP 4xx/5xx, e.g. an unknown manifest)
-  7    the server could not be reached (refused, DNS, network timeout)
-  130  interrupted (Ctrl-C); tasks this command created were stopped first
+  7    the server could not be reached or did not answer (--request-timeout)
+  8    the server refused the token (HTTP 401/403)
+  9    a local resource failed (e.g. the emulator's port is in use)
+  130  interrupted (Ctrl-C, SIGINT); tasks this command created were stopped first
+  143  terminated (SIGTERM), 129 hung up (SIGHUP): as for Ctrl-C (128 + the signal)
   141  stdout was closed early (e.g. piped into head)"""
 
 _CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (UsageError, Exit.USAGE),
+    (LocalError, Exit.LOCAL),
     (TaskFailedError, Exit.FAILED),
     (InstallFailedError, Exit.FAILED),
     (TaskStoppedError, Exit.STOPPED),
     (TimeoutError, Exit.TIMED_OUT),
+    (AuthenticationError, Exit.AUTH),
     (ApiError, Exit.API),
     (ConnectionError, Exit.CONNECTION),
 )

@@ -122,6 +122,8 @@ class TaskBoard(_Display):
 
     def log(self, row: TaskRow, text: str, *, stderr: bool) -> None:
         """A task's log line, printed as it arrives (above the live table, if any)."""
+        if self._out.quiet:
+            return
         if self._live is None:
             self._out.line(f"{row.label} | {text}")
             return
@@ -178,6 +180,8 @@ class BatchBar(_Display):
                 _RateColumn(),
                 TimeRemainingColumn(),
                 console=out.stderr,
+                # Outcome lines for a terminal are printed above the bar; piped, they bypass it.
+                redirect_stdout=out.stdout.is_terminal,
             )
             self._bar = self._live.add_task("run-many", total=total, ok=0, failed=0, running=0)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,12 +20,17 @@ PROG = "oomol-connect"
 PIPED_WIDTH = 160
 
 
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the token hidden where it stands as a token, not inside other words."""
+    if not secret:
+        return text
+    return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)
+
+
 def error_line(message: str, secret: str | None = None) -> None:
     """Print ``oomol-connect: error: ...`` as a single line, the token redacted."""
     text = " ".join(message.splitlines()) or "unknown error"
-    if secret:
-        text = text.replace(secret, "***")
-    print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {redact(text, secret)}", file=sys.stderr, flush=True)
 
 
 def dumps(value: Any, *, indent: int | None = 2) -> str:
@@ -58,9 +65,11 @@ def timestamp(ms: object) -> str:
 class Output:
     """Where each kind of output goes, given ``--json`` and whether stderr is a terminal."""
 
-    def __init__(self, json_mode: bool, secret: str | None) -> None:
+    def __init__(self, json_mode: bool, secret: str | None, *, quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.secret = secret
+        self.quiet = quiet
+        self.wrote_document = False  # a whole JSON document is on stdout: no error one after it
         self.stdout = Console(highlight=False)
         if not self.stdout.is_terminal and "COLUMNS" not in os.environ:
             self.stdout.width = PIPED_WIDTH  # a file or a pipe: wide rows rather than folded ones
@@ -69,18 +78,28 @@ class Output:
     @property
     def interactive(self) -> bool:
         """Live displays are drawn only for humans at a terminal."""
-        return not self.json_mode and self.stderr.is_terminal
+        return not self.json_mode and not self.quiet and self.stderr.is_terminal
 
-    def json(self, document: Any, *, stderr: bool = False) -> None:
-        print(dumps(document), file=sys.stderr if stderr else sys.stdout, flush=True)
+    def json(self, document: Any, *, stderr: bool = False, compact: bool = False) -> None:
+        """One JSON document; ``compact``: on one line (a line of a stream)."""
+        text = dumps(document, indent=None if compact else 2)
+        self.wrote_document |= not stderr and not compact
+        print(text, file=sys.stderr if stderr else sys.stdout, flush=True)
+
+    def redact(self, document: dict[str, Any]) -> dict[str, Any]:
+        """An error document with the token hidden from its strings."""
+        return {
+            key: redact(value, self.secret) if isinstance(value, str) else value
+            for key, value in document.items()
+        }
 
     def line(self, text: str) -> None:
         """A plain line on stderr."""
         print(text, file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
-        """A human-only line on stderr (nothing in ``--json`` mode)."""
-        if not self.json_mode:
+        """A human-only line on stderr (nothing with ``--json`` or ``--quiet``)."""
+        if not self.json_mode and not self.quiet:
             self.line(text)
 
     def error(self, message: str) -> None:
@@ -96,9 +115,13 @@ class Output:
         columns: Sequence[str],
         rows: Iterable[Sequence[str]],
     ) -> None:
-        """``document`` as JSON with ``--json``, else a table of ``rows``."""
+        """``{"ok": true, **document}`` with ``--json``; else a table of ``rows`` at a terminal,
+        tab-separated lines (header first) when stdout is a file or a pipe."""
         if self.json_mode:
-            self.json(document)
+            self.json({"ok": True, **document})
+        elif not self.stdout.is_terminal:
+            for cells in (columns, *rows):
+                print("\t".join(" ".join(str(cell).split()) for cell in cells), flush=True)
         else:
             self.table(make_table(title, columns, rows))
 
@@ -106,12 +129,17 @@ class Output:
 def make_table(
     title: str | None, columns: Sequence[str] | None, rows: Iterable[Sequence[str]]
 ) -> Table:
-    """A rich table (``columns=None``: two, without a header); the first is never wrapped."""
+    """A rich table (``columns=None``: two, without a header); only the last column wraps.
+
+    No vertical rules: a task list (a 36-character id, status, time, block) fits 80 columns.
+    """
     table = Table(
-        title=title, title_justify="left", header_style="bold", show_header=columns is not None
+        title=title, title_justify="left", header_style="bold", show_header=columns is not None,
+        box=box.SIMPLE_HEAD,
     )
-    for position, column in enumerate(columns or ("", "")):
-        table.add_column(column, no_wrap=position == 0, overflow="fold")
+    names = columns or ("", "")
+    for position, column in enumerate(names):
+        table.add_column(column, no_wrap=position < len(names) - 1, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
-from .. import OomolConnectClient, RunResult, TaskError, TaskInputValues, TimeoutError
+from .. import ApiError, OomolConnectClient, RunResult, TaskInputValues
 from ._errors import Exit
-from ._inputs import merge_inputs
+from ._inputs import ROOT, Assignment, Schemas, is_flow, merge_inputs
 from ._options import open_client, polling_options
 from ._progress import TaskBoard
 from ._render import Output
@@ -23,13 +24,10 @@ def failure_fields(error: Exception) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, out: Output) -> int:
-    inputs = merge_inputs(args.input, args.inputs_json)
-    try:
-        result = await _watched_run(args, out, inputs)
-    except (TaskError, TimeoutError) as exc:
-        if out.json_mode:
-            out.json({"manifest": args.manifest, **failure_fields(exc)})
-        raise
+    async with open_client(args) as client:
+        schemas = await input_schemas(client, args.manifest, args.input)
+        inputs = merge_inputs(args.manifest, args.input, args.inputs_json, schemas)
+        result = await _watched_run(args, out, client, inputs)
     if out.json_mode:
         out.json({
             "ok": True,
@@ -43,31 +41,45 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     return Exit.OK
 
 
+async def input_schemas(
+    client: OomolConnectClient, target: str, assignments: Sequence[Assignment]
+) -> Schemas:
+    """The declared input schemas of ``target``, needed only to type ``-i NAME=VALUE`` values.
+
+    A server that lists no such block or flow (or no flows at all) leaves every value a string.
+    """
+    if all(item.is_json for item in assignments):
+        return {}
+    try:
+        if is_flow(target):
+            flows = (await client.flows.list())["flows"]
+            flow: Any = next((f for f in flows if f.get("name") == target), {})
+            return {
+                (str(node.get("nodeId")), str(handle.get("handle"))): handle.get("json_schema")
+                for node in flow.get("inputs") or [] for handle in node.get("inputs") or []
+            }
+        blocks = (await client.blocks.list())["blocks"]
+        block: Any = next((b for b in blocks if b.get("blockId") == target), {})
+        return {
+            (ROOT, str(handle.get("handle"))): handle.get("json_schema")
+            for handle in block.get("inputs") or []
+        }
+    except ApiError:
+        return {}
+
+
 async def _watched_run(
-    args: argparse.Namespace, out: Output, inputs: TaskInputValues
+    args: argparse.Namespace, out: Output, client: OomolConnectClient, inputs: TaskInputValues
 ) -> RunResult:
     board = TaskBoard(out)
     row = board.add(args.manifest)
     options = polling_options(args, on_progress=row.on_progress, on_log=row.on_log)
-    async with open_client(args) as client:
-        with board:
-            try:
-                if args.file:
-                    return await client.tasks.run_with_files(
-                        args.manifest, inputs, args.file, options
-                    )
-                return await client.tasks.run(
-                    {"manifest": args.manifest, "inputValues": inputs}, options
-                )
-            except TimeoutError as exc:
-                row.finish("timed out")
-                raise _with_stop_note(exc, client) from None
-            finally:
-                row.finish()
-
-
-def _with_stop_note(error: TimeoutError, client: OomolConnectClient) -> TimeoutError:
-    """The timeout, telling whether the task was stopped on the server."""
-    stopped = client.metrics["stops_sent"] > 0
-    note = "it was stopped on the server" if stopped else "stopping it on the server failed"
-    return TimeoutError(f"{error}; {note}", task_id=error.task_id, task=error.task)
+    with board:
+        try:
+            if args.file:
+                return await client.tasks.run_with_files(args.manifest, inputs, args.file, options)
+            return await client.tasks.run(
+                {"manifest": args.manifest, "inputValues": inputs}, options
+            )
+        finally:
+            row.finish()

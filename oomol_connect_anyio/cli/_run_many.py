@@ -53,9 +53,10 @@ class Summary:
         wall = time.monotonic() - self.began
         done = self.ok + self.failed
         document: dict[str, Any] = {
+            "ok": not self.failed and self.aborted is None,
             "total": self.total,
             "done": done,
-            "ok": self.ok,
+            "succeeded": self.ok,
             "failed": self.failed,
             "errors": dict(self.errors),
             "wall_s": round(wall, 3),
@@ -84,11 +85,22 @@ def outcome_line(index: int, outcome: RunResult | Exception) -> dict[str, Any]:
     return {"index": index, "ok": True, "task_id": outcome["task_id"], "result": outcome["result"]}
 
 
+class _Stdout:
+    """stdout as an outcome sink, looked up at each write: while the progress bar is live, rich
+    redirects ``sys.stdout`` so that lines land above the bar instead of glued onto it."""
+
+    async def write(self, text: str) -> None:
+        sys.stdout.write(text)
+
+    async def flush(self) -> None:
+        sys.stdout.flush()
+
+
 @asynccontextmanager
-async def _sink(path: str | None) -> AsyncIterator[AsyncFile[str]]:
+async def _sink(path: str | None) -> AsyncIterator[AsyncFile[str] | _Stdout]:
     """``-o`` opened for writing, or stdout (left open)."""
     if path is None:
-        yield anyio.wrap_file(sys.stdout)
+        yield _Stdout()
         return
     try:
         file = await anyio.open_file(path, "w", encoding="utf-8")
@@ -101,7 +113,7 @@ async def _sink(path: str | None) -> AsyncIterator[AsyncFile[str]]:
 class _Recorder:
     """Writes each outcome as a JSON line, and counts it in the summary and the bar."""
 
-    def __init__(self, sink: AsyncFile[str], summary: Summary, bar: BatchBar) -> None:
+    def __init__(self, sink: AsyncFile[str] | _Stdout, summary: Summary, bar: BatchBar) -> None:
         self._sink = sink
         self._summary = summary
         self._bar = bar
@@ -148,7 +160,7 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                 polling_options=polling_options(args, on_progress=recorder.started),
                 return_exceptions=not args.fail_fast,
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # jobs_file checked each line: not expected
             raise UsageError(f"{args.jobs.path}: {exc}") from None
         try:
             with bar:
@@ -163,7 +175,10 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
             raise
         finally:
             _report(out, summary, stdout=args.output is not None)
-    return Exit.FAILED if summary.failed else Exit.OK
+    if not summary.failed:
+        return Exit.OK
+    only_timeouts = set(summary.errors) == {"TimeoutError"}
+    return Exit.TIMED_OUT if only_timeouts else Exit.FAILED
 
 
 def _latency(document: dict[str, Any]) -> str:
@@ -179,7 +194,7 @@ def _report(out: Output, summary: Summary, *, stdout: bool) -> None:
         return
     rows = [
         ("jobs", f"{document['done']} of {document['total']} done"),
-        ("ok", str(document["ok"])),
+        ("succeeded", str(document["succeeded"])),
         ("failed", ", ".join(f"{n} {kind}" for kind, n in summary.errors.items()) or "0"),
         ("wall time", f"{document['wall_s']:.2f} s"),
         ("throughput", f"{document['per_second'] or 0:.2f} tasks/s"),
