@@ -10,12 +10,11 @@ wrapped in ``ClientTransport`` (so it obeys the same rules).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from ._errors import InvalidResponseError
+from ._decoding import read_body
 from ._replies import Reply
 
 Origin = tuple[str, str, int | None]
@@ -111,7 +110,7 @@ class RequestSender:
             )
             response = await self._transport.handle_async_request(request)
             response.request = request
-            body = await self._read(response, method, str(target))
+            body = await read_body(response, self._max_bytes, method, str(target))
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or location is None:
                 return Reply(response.status_code, response.headers, body)
@@ -132,48 +131,6 @@ class RequestSender:
         headers = base.copy()
         headers.update(own)
         return headers
-
-    async def _read(self, response: httpx.Response, method: str, url: str) -> bytes:
-        chunks = []
-        size = 0
-        if "Content-Encoding" in response.headers:
-            response.stream = _Slices(response.stream)
-        try:
-            async for chunk in response.aiter_bytes():  # decompressed chunk by chunk
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise InvalidResponseError(
-                        response.status_code,
-                        f"the response is larger than max_response_bytes "
-                        f"({self._max_bytes} bytes once decompressed)",
-                        None, method, url,
-                    )
-                chunks.append(chunk)
-        finally:
-            await response.aclose()
-        return b"".join(chunks)
-
-
-class _Slices(httpx.AsyncByteStream):
-    """A compressed body in small slices, so that no single decompression step can inflate
-    far beyond the size cap, however large the pieces the transport hands over."""
-
-    SIZE = 16 * 1024
-
-    def __init__(self, stream: httpx.AsyncByteStream | Any) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            if len(chunk) <= self.SIZE:
-                yield chunk
-                continue
-            for start in range(0, len(chunk), self.SIZE):
-                yield chunk[start : start + self.SIZE]
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
 
 def _without_body_headers(headers: httpx.Headers | None) -> httpx.Headers | None:
     if not headers:

@@ -33,17 +33,17 @@ def cli_env() -> dict[str, str]:
 @contextmanager
 def emulator_process(*args: str) -> Iterator[str]:
     """``oomol-connect emulator --port 0 ARGS`` in a subprocess; yields its base URL."""
-    server = subprocess.Popen(
+    with subprocess.Popen(
         [*CLI, "emulator", "--port", "0", *args], stdout=subprocess.PIPE, text=True, env=cli_env()
-    )
-    assert server.stdout is not None
-    try:
-        line = server.stdout.readline()
-        assert line.startswith("Oomol Connect emulator listening on http://127.0.0.1:"), line
-        yield line.split()[-1]
-    finally:
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=WAIT_S) == 0
+    ) as server:  # leaving it closes the pipe
+        assert server.stdout is not None
+        try:
+            line = server.stdout.readline()
+            assert line.startswith("Oomol Connect emulator listening on http://127.0.0.1:"), line
+            yield line.split()[-1]
+        finally:
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=WAIT_S) == 0
 
 
 def fault_config(path: Path, *rules: dict[str, Any]) -> str:

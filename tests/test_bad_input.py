@@ -449,7 +449,6 @@ async def bad_server() -> AsyncIterator[tuple[BadBodies, str]]:
         yield app, url
 
 
-@pytest.mark.filterwarnings("default::ResourceWarning")  # trio: streams left to GC
 @pytest.mark.parametrize(
     ("case", "error", "attempts"),
     [

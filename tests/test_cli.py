@@ -326,7 +326,6 @@ def test_blocks_and_flows(cli: Cli) -> None:
     assert "demo-flow" in out
 
 
-@pytest.mark.filterwarnings("default::ResourceWarning")  # trio: stream left to GC
 def test_packages_install_wait(cli: Cli) -> None:
     code, out, err = cli("packages", "install", "text-tools", "--wait")
     assert code == 0, err

@@ -529,7 +529,6 @@ async def test_a_redirect_loop_is_a_connection_error_not_an_httpx_error() -> Non
     assert route.call_count > 1
 
 
-@pytest.mark.filterwarnings("default::ResourceWarning")  # trio: streams left to GC
 @pytest.mark.parametrize(("idempotent", "call"), [
     (True, lambda c: c.tasks.get("t")),
     (False, lambda c: c.tasks.create({"manifest": "p::b"})),
