@@ -1,5 +1,6 @@
 """Structured-concurrency client for Oomol Connect, on httpx + anyio."""
 
+from ._adaptive import PollingModel
 from ._client import OomolConnectClient
 from ._errors import (
     ApiError,
@@ -37,8 +38,10 @@ from ._types import (
     ListInstallTasksResponse,
     ListPackagesResponse,
     ListTasksResponse,
+    ManifestDurations,
     NodeInputs,
     Package,
+    PollingModelExport,
     PollingOptions,
     RunResult,
     Task,
@@ -69,6 +72,7 @@ __all__ = [
     "ListInstallTasksResponse",
     "ListPackagesResponse",
     "ListTasksResponse",
+    "ManifestDurations",
     "MetricsSnapshot",
     "NodeInputs",
     "NotFoundError",
@@ -76,6 +80,8 @@ __all__ = [
     "OomolConnectError",
     "Outcome",
     "Package",
+    "PollingModel",
+    "PollingModelExport",
     "PollingOptions",
     "RateLimitError",
     "RequestEvent",

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from ._adaptive import PollingModel
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
 from ._transport import RetryPolicy, Transport
 from ._types import ClientOptions
@@ -118,10 +119,11 @@ class OomolConnectClient:
             on_request=_check_hook(on_request, "on_request"),
             on_response=_check_hook(on_response, "on_response"),
         )
-        self.tasks = Tasks(self._transport)
+        self._polling_model = PollingModel(base_url)  # shared by every wait of this client
+        self.tasks = Tasks(self._transport, self._polling_model)
         self.flows = Flows(self._transport)
         self.blocks = Blocks(self._transport)
-        self.packages = Packages(self._transport)
+        self.packages = Packages(self._transport, self._polling_model)
 
     @property
     def base_url(self) -> str:
@@ -131,6 +133,11 @@ class OomolConnectClient:
     def metrics(self) -> MetricsSnapshot:
         """A snapshot of this client's running totals (requests, retries, bytes, stops)."""
         return self._transport.metrics.snapshot()
+
+    @property
+    def polling_model(self) -> PollingModel:
+        """What this client learned of run durations (``backoff_strategy: "adaptive"``)."""
+        return self._polling_model
 
     async def aclose(self) -> None:
         """Close the connection pool (a caller-supplied ``http_client`` is left open)."""

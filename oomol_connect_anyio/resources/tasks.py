@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .._adaptive import PollingModel
 from .._concurrency import logger, shielded, single_error
 from .._inputs import build_create_payload, normalize_input_values, validate_manifest
 from .._logs import extract_result
@@ -44,8 +45,9 @@ Logs = list[TaskLog]
 
 
 class Tasks:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, polling_model: PollingModel | None = None) -> None:
         self._transport = transport
+        self.polling_model = PollingModel() if polling_model is None else polling_model
 
     async def list(self) -> ListTasksResponse:
         """``GET /v1/tasks``."""

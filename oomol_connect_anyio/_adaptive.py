@@ -1,0 +1,380 @@
+"""Adaptive polling: learn how long runs take, and poll when they are likely to end.
+
+**The model.** For each manifest (and each package, for install waits) a client keeps the
+durations of the last ``WINDOW`` runs it saw complete: the server's completion time minus its
+creation time (``updated_at - created_at``), so neither the network nor the client's clock
+enters them. A window of recent runs rather than a reservoir of all of them: it is
+deterministic (no random replacement), costs ``WINDOW`` floats per manifest, and follows a
+workload whose durations drift. At most ``MAX_MANIFESTS`` manifests are kept (the least
+recently completed one is forgotten first), so the whole model is bounded. Only completed runs
+count: a failure often ends early and says little about when a success ends.
+
+**The distribution.** The window is smoothed into a density by a Gaussian kernel on
+log-durations (run times are positive and skewed, and a log-normal kernel respects both), with
+Silverman's rule-of-thumb bandwidth and a floor of ``_MIN_BANDWIDTH`` so that identical samples
+still give a spread. Several populations under one manifest (small and large inputs) give
+several modes; nothing assumes one shape.
+
+**The schedule.** Polling at density ``n(t)`` costs about ``E[polls] = ∫ n(t) S(t) dt`` (a
+poll at ``t`` is made only if the run is still going, ``S`` being the survival function) and
+detects a completion at ``t`` about ``1 / (2 n(t))`` late, so ``E[latency] = ∫ f / (2 n) dt``.
+Their product is independent of the scale of ``n`` and, by Cauchy-Schwarz, smallest when
+``n`` is proportional to ``sqrt(f / S)``, the square root of the hazard rate: polls crowd where
+runs are likely to end *given that they have not ended yet*, and skip the start, where none
+ends. The scale is set by ``interval_ms``: the schedule aims at the mean latency that fixed
+polling every ``interval_ms`` gives (half an interval), with the polls placed where they catch
+completions. Concretely, with ``C(t) = ∫ sqrt(f / S)`` and ``I = ∫ sqrt(f S)``, the next poll
+after elapsed time ``t`` is where ``C`` has grown by ``interval / I``. Delays never go below a
+quarter of ``interval_ms`` nor above ``max_interval_ms``. Past the learned range (survival
+under ``_TAIL``) the delay grows by ``backoff_factor`` per poll from the last learned one,
+capped by ``max_interval_ms``. With fewer than ``MIN_SAMPLES`` samples a wait polls on the
+exponential schedule; a wait in flight switches to the learned schedule at its next delay.
+
+Every delay is a function of the time elapsed since the task's creation, so an engine can
+combine it with other constraints (a server's ``Retry-After``, a deadline) by taking a maximum
+or a minimum. The schedule is rebuilt when the window has changed by an eighth, so its cost
+stays small however many runs complete, and is deterministic given the samples it was built on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ._options import Polling
+from ._types import BackoffStrategy, ManifestDurations, PollingModelExport
+
+MIN_SAMPLES = 8
+WINDOW = 128
+MAX_MANIFESTS = 256
+EXPORT_VERSION = 1
+_MIN_BANDWIDTH = 0.02  # in log-duration: a 2 % spread at least
+_SHORTEST = 0.001  # server times are in milliseconds
+_TAIL = 0.005  # survival below which the learned range ends
+_KERNEL_REACH = 5.0  # bandwidths beyond which a kernel is taken as zero
+_GRID_MIN, _GRID_MAX = 64, 512
+_MIN_DELAY_SHARE = 0.25  # of interval_ms
+
+
+@dataclass(frozen=True)
+class LearnedShape:
+    """The learned part of a schedule, independent of its scale.
+
+    ``times`` (seconds since creation, increasing) carry ``mass``, the running integral of
+    the square root of the hazard rate; ``spread`` is ``∫ sqrt(f S) dt`` over the range.
+    """
+
+    times: tuple[float, ...]
+    mass: tuple[float, ...]
+    end_rate: float
+    spread: float
+
+    @classmethod
+    def from_samples(cls, durations: Iterable[float]) -> LearnedShape:
+        """The shape of the smoothed distribution of ``durations`` (seconds, at least two)."""
+        logs = sorted(math.log(max(float(d), _SHORTEST)) for d in durations)
+        if len(logs) < 2:
+            raise ValueError("a learned shape needs at least two durations")
+        width = _bandwidth(logs)
+        low, high = logs[0] - 4 * width, logs[-1] + 4 * width
+        count = min(_GRID_MAX, max(_GRID_MIN, math.ceil((high - low) / (width / 4))))
+        step = (high - low) / count
+        grid = [low + step * j for j in range(count + 1)]
+        density = _kernel_density(logs, width, low, step, len(grid))
+        times: list[float] = []
+        mass: list[float] = []
+        cdf = spread = total = 0.0
+        previous: tuple[float, float, float] | None = None  # (density, poll rate, spread) * t
+        for x, g in zip(grid, density, strict=True):
+            if previous is not None:
+                cdf += (g + previous[0]) / 2 * step
+            survival = 1.0 - cdf
+            if survival < _TAIL:
+                break
+            t = math.exp(x)
+            # In log-time dt = t dx: sqrt(f/S) dt = sqrt(g t/S) dx, sqrt(f S) dt = sqrt(g S t) dx
+            here = (g, math.sqrt(g * t / survival), math.sqrt(g * t * survival))
+            if previous is not None:
+                total += (here[1] + previous[1]) / 2 * step
+                spread += (here[2] + previous[2]) / 2 * step
+            times.append(t)
+            mass.append(total)
+            previous = here
+        end_rate = previous[1] / times[-1] if previous is not None else 0.0
+        return cls(tuple(times), tuple(mass), end_rate, spread)
+
+    def delay_after(self, elapsed: float, polling: Polling) -> float:
+        """The sleep before the next poll, ``elapsed`` seconds after the task's creation."""
+        shortest = polling.interval * _MIN_DELAY_SHARE
+        if self.spread <= 0 or self.end_rate <= 0:  # degenerate: no learned range
+            return polling.interval
+        step = polling.interval / self.spread
+        end = self.times[-1]
+        if elapsed >= end:
+            last = step / self.end_rate
+            delay = last + (polling.factor - 1) * (elapsed - end)
+        else:
+            target = self._mass_at(elapsed) + step
+            if target <= self.mass[-1]:
+                delay = self._time_at(target) - elapsed
+            else:  # beyond the range: at the rate of its end
+                delay = end + (target - self.mass[-1]) / self.end_rate - elapsed
+        return min(polling.max_interval, max(shortest, delay))
+
+    def _mass_at(self, t: float) -> float:
+        times, mass = self.times, self.mass
+        if t <= times[0]:
+            return 0.0
+        j = bisect_right(times, t) - 1
+        if j >= len(times) - 1:
+            return mass[-1]
+        return mass[j] + (mass[j + 1] - mass[j]) * (t - times[j]) / (times[j + 1] - times[j])
+
+    def _time_at(self, target: float) -> float:
+        times, mass = self.times, self.mass
+        j = bisect_left(mass, target)
+        if j == 0:
+            return times[0]
+        rise = mass[j] - mass[j - 1]
+        return times[j] if rise <= 0 else (
+            times[j - 1] + (times[j] - times[j - 1]) * (target - mass[j - 1]) / rise
+        )
+
+
+def _bandwidth(logs: Sequence[float]) -> float:
+    """Silverman's rule of thumb, ``0.9 min(sd, IQR / 1.34) m^(-1/5)``, floored."""
+    m = len(logs)
+    mean = sum(logs) / m
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (m - 1))
+    iqr = (_quantile(logs, 0.75) - _quantile(logs, 0.25)) / 1.34
+    spread = min(sd, iqr) if iqr > 0 else sd
+    return max(_MIN_BANDWIDTH, 0.9 * spread * math.pow(m, -0.2))
+
+
+def _kernel_density(
+    logs: Sequence[float], width: float, low: float, step: float, points: int
+) -> list[float]:
+    """The Gaussian kernel density of ``logs`` on the grid ``low + step * j``."""
+    density = [0.0] * points
+    norm = 1.0 / (len(logs) * width * math.sqrt(2 * math.pi))
+    reach = _KERNEL_REACH * width
+    for x in logs:
+        first = max(0, math.ceil((x - reach - low) / step))
+        last = min(points - 1, math.floor((x + reach - low) / step))
+        for j in range(first, last + 1):
+            z = (low + step * j - x) / width
+            density[j] += norm * math.exp(-0.5 * z * z)
+    return density
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between the closest ranks of a sorted sequence."""
+    at = q * (len(ordered) - 1)
+    below = math.floor(at)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (at - below)
+
+
+class _Durations:
+    """One manifest's window of durations and the shape last built from it."""
+
+    __slots__ = ("added", "built", "built_at", "window")
+
+    def __init__(self) -> None:
+        self.window: deque[float] = deque(maxlen=WINDOW)
+        self.added = 0
+        self.built: LearnedShape | None = None
+        self.built_at = 0
+
+    def shape(self) -> LearnedShape | None:
+        if len(self.window) < MIN_SAMPLES:
+            return None
+        if self.built is None or self.added - self.built_at >= max(1, len(self.window) // 8):
+            self.built = LearnedShape.from_samples(self.window)
+            self.built_at = self.added
+        return self.built
+
+
+class PollingModel:
+    """What one client has learned of run durations, per manifest (``client.polling_model``).
+
+    Fed by every wait of the client (``run``, ``run_many``, ``watch``, the other waits, and
+    install waits under ``"install:<package>"``), used by waits whose ``backoff_strategy`` is
+    ``"adaptive"``. ``stats()`` shows it, ``export()``/``seed()`` carry it across processes.
+    """
+
+    def __init__(self, server: str = "") -> None:
+        self._server = server
+        self._manifests: OrderedDict[str, _Durations] = OrderedDict()
+
+    def record(self, manifest: str, duration: float) -> None:
+        """Add one completed run's duration (seconds) under ``manifest``."""
+        if not isinstance(manifest, str):
+            raise TypeError(f"manifest must be a string, not {type(manifest).__name__}")
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            raise TypeError(f"duration must be a number of seconds, not {duration!r}")
+        if not math.isfinite(duration) or duration < 0:
+            raise ValueError(f"duration must be a finite number >= 0, not {duration!r}")
+        entry = self._manifests.pop(manifest, None) or _Durations()
+        self._manifests[manifest] = entry  # most recently completed last
+        entry.window.append(float(duration))
+        entry.added += 1
+        while len(self._manifests) > MAX_MANIFESTS:
+            self._manifests.popitem(last=False)
+
+    def shape(self, manifest: str) -> LearnedShape | None:
+        """The learned shape for ``manifest``, or ``None`` before ``MIN_SAMPLES`` samples."""
+        entry = self._manifests.get(manifest)
+        return None if entry is None else entry.shape()
+
+    def stats(self) -> dict[str, ManifestDurations]:
+        """Sample count and quantiles (milliseconds) of every manifest known."""
+        out: dict[str, ManifestDurations] = {}
+        for manifest, entry in self._manifests.items():
+            ordered = sorted(entry.window)
+            out[manifest] = {
+                "samples": len(ordered),
+                "seen": entry.added,
+                "learned": len(ordered) >= MIN_SAMPLES,
+                "p10_ms": _quantile(ordered, 0.1) * 1000,
+                "p50_ms": _quantile(ordered, 0.5) * 1000,
+                "p90_ms": _quantile(ordered, 0.9) * 1000,
+                "max_ms": ordered[-1] * 1000,
+            }
+        return out
+
+    def export(self) -> PollingModelExport:
+        """The samples (milliseconds, oldest first), JSON-ready, for ``seed`` elsewhere."""
+        return {
+            "version": EXPORT_VERSION,
+            "server": self._server,
+            "durations_ms": {
+                manifest: [d * 1000 for d in entry.window]
+                for manifest, entry in self._manifests.items()
+            },
+        }
+
+    def seed(self, exported: PollingModelExport | Mapping[str, Any]) -> None:
+        """Add the samples of an ``export()`` (from any client or process) to this model.
+
+        The whole argument is checked before anything is added. ``server`` is informational:
+        seeding from another server's model is the caller's choice.
+        """
+        if not isinstance(exported, Mapping):
+            raise TypeError(f"seed takes the dict of export(), not {type(exported).__name__}")
+        version = exported.get("version", EXPORT_VERSION)
+        if version != EXPORT_VERSION:
+            raise ValueError(f"polling model export version {version!r} is not {EXPORT_VERSION}")
+        durations = exported.get("durations_ms")
+        if not isinstance(durations, Mapping):
+            raise TypeError("a polling model export needs a 'durations_ms' dict")
+        checked: list[tuple[str, list[float]]] = []
+        for manifest, samples in durations.items():
+            if not isinstance(manifest, str):
+                raise TypeError(f"durations_ms keys must be strings, not {manifest!r}")
+            if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+                raise TypeError(f"durations_ms[{manifest!r}] must be a list of milliseconds")
+            for index, sample in enumerate(samples):
+                if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not (
+                    math.isfinite(sample) and sample >= 0
+                ):
+                    raise ValueError(
+                        f"durations_ms[{manifest!r}][{index}] must be a finite number of "
+                        f"milliseconds >= 0, not {sample!r}"
+                    )
+            checked.append((manifest, [float(sample) / 1000 for sample in samples]))
+        for manifest, seconds in checked:
+            for duration in seconds:
+                self.record(manifest, duration)
+
+    def clear(self) -> None:
+        """Forget everything learned."""
+        self._manifests.clear()
+
+    def __repr__(self) -> str:
+        return f"<PollingModel manifests={len(self._manifests)}>"
+
+
+class WaitSchedule:
+    """The adaptive delays of one wait: learned when the model can, exponential until then.
+
+    ``created`` is the ``clock`` reading at the task's creation when this client created it;
+    otherwise the first observation places the creation from the task's ``created_at``.
+    """
+
+    def __init__(
+        self,
+        model: PollingModel,
+        polling: Polling,
+        created: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._model = model
+        self._polling = polling
+        self._created = created
+        self._clock = clock
+        self._key: str | None = None
+        self._unlearned = polling.interval
+
+    def observe(self, key: str, created_ms: object) -> None:
+        """Name what is run and, if unknown yet, when it was created (epoch ms)."""
+        if self._key is None:
+            self._key = key
+        if self._created is None:
+            age = 0.0
+            if isinstance(created_ms, (int, float)) and not isinstance(created_ms, bool):
+                age = max(0.0, time.time() - created_ms / 1000)
+            self._created = self._clock() - age
+
+    def next_delay(self) -> float:
+        """The sleep before the next poll."""
+        shape = None if self._key is None else self._model.shape(self._key)
+        if shape is None:
+            delay = self._unlearned
+            self._unlearned = min(self._polling.max_interval, delay * self._polling.factor)
+            return delay
+        now = self._clock()
+        return shape.delay_after(now - (now if self._created is None else self._created),
+                                 self._polling)
+
+
+def adapt(
+    model: PollingModel, polling: Polling, created: float | None
+) -> tuple[Polling, WaitSchedule | None]:
+    """``polling`` bound to a new ``WaitSchedule`` when it asks for ``"adaptive"``."""
+    if polling.strategy is not BackoffStrategy.ADAPTIVE:
+        return polling, None
+    schedule = WaitSchedule(model, polling, created)
+    return replace(polling, next_delay=schedule.next_delay), schedule
+
+
+def completed_duration(created_ms: object, ended_ms: object) -> float | None:
+    """Seconds from creation to completion, from two epoch-millisecond stamps, if both valid."""
+    stamps = (created_ms, ended_ms)
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in stamps):
+        return None
+    duration = (float(ended_ms) - float(created_ms)) / 1000  # type: ignore[arg-type]
+    return duration if math.isfinite(duration) and duration >= 0 else None
+
+
+def record_completion(model: PollingModel, key: str, created_ms: object, ended_ms: object) -> None:
+    """Teach ``model`` one completed run from its server stamps (ignored when they are unusable)."""
+    duration = completed_duration(created_ms, ended_ms)
+    if duration is not None:
+        model.record(key, duration)
+
+
+def task_key(task: Mapping[str, Any]) -> str:
+    """What a task's duration is learned under: its ``manifest_path``."""
+    manifest = task.get("manifest_path")
+    return manifest if isinstance(manifest, str) and manifest else "?"
+
+
+def install_key(task: Mapping[str, Any]) -> str:
+    """What an install task's duration is learned under: ``install:<package>``."""
+    return f"install:{task.get('name') or '?'}"
