@@ -89,7 +89,8 @@ class LearnedShape:
         times: list[float] = []
         mass: list[float] = []
         cdf = spread = total = 0.0
-        previous: tuple[float, float, float] | None = None  # (density, poll rate, spread) * t
+        # (g, and the integrands of mass and spread in log-time) at the previous grid point
+        previous: tuple[float, float, float] | None = None
         for x, g in zip(grid, density, strict=True):
             if previous is not None:
                 cdf += (g + previous[0]) / 2 * step
