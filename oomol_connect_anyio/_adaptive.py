@@ -28,7 +28,8 @@ after elapsed time ``t`` is where ``C`` has grown by ``interval / I``. Delays ne
 quarter of ``interval_ms`` nor above ``max_interval_ms``. Past the learned range (survival
 under ``_TAIL``) the delay grows by ``backoff_factor`` per poll from the last learned one,
 capped by ``max_interval_ms``. With fewer than ``MIN_SAMPLES`` samples a wait polls on the
-exponential schedule; a wait in flight switches to the learned schedule at its next delay.
+exponential schedule; a wait in flight switches to the learned schedule as soon as there is
+one, cutting short the exponential sleep it is in.
 
 Every delay is a function of the time elapsed since the task's creation, so an engine can
 combine it with other constraints (a server's ``Retry-After``, a deadline) by taking a maximum
@@ -45,6 +46,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import anyio
 
 from ._options import Polling
 from ._types import BackoffStrategy, ManifestDurations, PollingModelExport
@@ -212,6 +215,8 @@ class PollingModel:
     def __init__(self, server: str = "") -> None:
         self._server = server
         self._manifests: OrderedDict[str, _Durations] = OrderedDict()
+        # Set when a manifest reaches MIN_SAMPLES, for the waits sleeping unlearned meanwhile.
+        self._learning: OrderedDict[str, anyio.Event] = OrderedDict()
 
     def record(self, manifest: str, duration: float) -> None:
         """Add one completed run's duration (seconds) under ``manifest``."""
@@ -227,6 +232,18 @@ class PollingModel:
         entry.added += 1
         while len(self._manifests) > MAX_MANIFESTS:
             self._manifests.popitem(last=False)
+        if len(entry.window) >= MIN_SAMPLES and manifest in self._learning:
+            self._learning.pop(manifest).set()
+
+    def learned(self, manifest: str) -> anyio.Event:
+        """An event set once ``manifest`` has ``MIN_SAMPLES`` samples (call in the event loop)."""
+        event = self._learning.pop(manifest, None) or anyio.Event()
+        self._learning[manifest] = event
+        if self.shape(manifest) is not None:
+            self._learning.pop(manifest).set()
+        while len(self._learning) > MAX_MANIFESTS:  # bounded; a woken wait sleeps on
+            self._learning.popitem(last=False)[1].set()
+        return event
 
     def shape(self, manifest: str) -> LearnedShape | None:
         """The learned shape for ``manifest``, or ``None`` before ``MIN_SAMPLES`` samples."""
@@ -304,33 +321,54 @@ class PollingModel:
 class WaitSchedule:
     """The adaptive delays of one wait: learned when the model can, exponential until then.
 
-    ``created`` is the ``clock`` reading at the task's creation when this client created it;
-    otherwise the first observation places the creation from the task's ``created_at``.
+    Delays count from the task's creation on ``clock``, placed at the first observation
+    from the task's ``created_at`` (server epoch ms). ``earliest`` is the ``clock`` reading
+    before the create request, when this client created the task: the creation lies between
+    it and the create answer, so a server clock out of step with ours moves the estimate
+    by a round trip at most.
     """
 
     def __init__(
         self,
         model: PollingModel,
         polling: Polling,
-        created: float | None,
+        earliest: float | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._model = model
         self._polling = polling
-        self._created = created
+        self._earliest = earliest
+        self._created: float | None = None
         self._clock = clock
         self._key: str | None = None
         self._unlearned = polling.interval
 
     def observe(self, key: str, created_ms: object) -> None:
-        """Name what is run and, if unknown yet, when it was created (epoch ms)."""
+        """Name what is run and, at the first observation, place its creation."""
         if self._key is None:
             self._key = key
         if self._created is None:
-            age = 0.0
+            now = self._clock()
             if isinstance(created_ms, (int, float)) and not isinstance(created_ms, bool):
-                age = max(0.0, time.time() - created_ms / 1000)
-            self._created = self._clock() - age
+                created = now - max(0.0, time.time() - created_ms / 1000)
+            else:
+                created = now if self._earliest is None else self._earliest
+            self._created = created if self._earliest is None else max(created, self._earliest)
+
+    async def sleep(self, delay: float) -> None:
+        """Sleep ``delay``, or less if the model learns this manifest meanwhile.
+
+        A wait sleeping an exponential interval then sleeps what the learned schedule says
+        from now instead, within the same bound: it never sleeps longer than ``delay``.
+        """
+        if self._key is None or self._model.shape(self._key) is not None:
+            await anyio.sleep(delay)
+            return
+        with anyio.move_on_after(delay):
+            await self._model.learned(self._key).wait()
+            if self._model.shape(self._key) is None:  # woken without learning: sleep on
+                await anyio.sleep_forever()
+            await anyio.sleep(self.next_delay())
 
     def next_delay(self) -> float:
         """The sleep before the next poll."""
@@ -351,7 +389,7 @@ def adapt(
     if polling.strategy is not BackoffStrategy.ADAPTIVE:
         return polling, None
     schedule = WaitSchedule(model, polling, created)
-    return replace(polling, next_delay=schedule.next_delay), schedule
+    return replace(polling, next_delay=schedule.next_delay, sleep=schedule.sleep), schedule
 
 
 def completed_duration(created_ms: object, ended_ms: object) -> float | None:

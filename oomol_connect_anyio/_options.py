@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 from ._types import BackoffStrategy
 
@@ -37,8 +39,10 @@ class Polling:
     on_log: Callable[[Any], Any] | None = None
     stop_on_cancel: bool = False
     log_grace: float = 1.0
-    # An adaptive wait's learned delays (``_adaptive.WaitSchedule``), bound per wait.
+    # An adaptive wait's learned delays and its sleep, which learning may cut short
+    # (``_adaptive.WaitSchedule``), bound per wait.
     next_delay: Callable[[], float] | None = None
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
 
     def intervals(self) -> Iterator[float]:
         """The sleeps between polls: ``interval * factor**n`` capped, fixed, or learned."""

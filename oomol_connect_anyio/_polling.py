@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import anyio
-
 from ._options import Polling
 
 T = TypeVar("T")
@@ -33,4 +31,4 @@ async def poll_until(
         await report(state)
         if done(state):
             return state
-        await anyio.sleep(next(delays))  # drawn after the poll: a learned delay needs "now"
+        await polling.sleep(next(delays))  # drawn after the poll: a learned delay needs "now"

@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 
+import anyio
 import pytest
 
 from oomol_connect_anyio import (
@@ -25,6 +26,7 @@ from oomol_connect_anyio._adaptive import (
 from oomol_connect_anyio._options import Polling, parse_polling
 from oomol_connect_anyio.emulator import Emulator
 
+pytestmark = pytest.mark.anyio
 ADAPTIVE = {"interval_ms": 100, "backoff_strategy": "adaptive"}
 
 
@@ -258,6 +260,70 @@ def test_a_wait_on_a_task_it_did_not_create_counts_from_created_at() -> None:
     delay = schedule.next_delay()
     assert delay == pytest.approx(shape.delay_after(1.4, adaptive()), abs=0.05)
     assert delay < shape.delay_after(0.0, adaptive())
+
+
+@pytest.mark.parametrize(
+    ("server_age", "elapsed"),
+    [(0.1, 0.1), (10.0, 0.2), (-10.0, 0.0)],  # in step, server clock behind, ahead
+)
+def test_a_created_task_is_placed_between_the_create_request_and_its_answer(
+    server_age: float, elapsed: float
+) -> None:
+    """The create request went out 0.2 s before its answer: the creation lies in between,
+    whatever the server's clock says."""
+    import time
+
+    model, clock = PollingModel(), FakeClock()
+    model.seed({"durations_ms": {"m": [1500.0] * MIN_SAMPLES}})
+    shape = model.shape("m")
+    assert shape is not None
+    schedule = WaitSchedule(model, adaptive(), clock.now - 0.2, clock)
+    schedule.observe("m", (time.time() - server_age) * 1000)
+    assert schedule.next_delay() == pytest.approx(shape.delay_after(elapsed, adaptive()), abs=0.01)
+
+
+async def test_a_sleeping_wait_wakes_when_the_model_learns() -> None:
+    """An exponential sleep of a minute is cut short by the learned schedule (the outer
+    bound only guards against hanging)."""
+    model, clock = PollingModel(), FakeClock()
+    schedule = WaitSchedule(model, adaptive(), clock.now, clock)
+    schedule.observe("m", None)
+    clock.now += 0.99  # learned runs take about 1 s: the next poll is due at once
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(schedule.sleep, 60.0)
+            await anyio.wait_all_tasks_blocked()  # the sleeper waits for learning
+            for _ in range(MIN_SAMPLES):
+                model.record("m", 1.0)
+
+
+async def test_a_woken_wait_never_sleeps_longer_than_its_delay() -> None:
+    model, clock = PollingModel(), FakeClock()
+    schedule = WaitSchedule(model, adaptive(), clock.now, clock)
+    schedule.observe("m", None)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(schedule.sleep, 0.05)
+            await anyio.wait_all_tasks_blocked()  # the sleeper waits for learning
+            for _ in range(MIN_SAMPLES):
+                model.record("m", 50.0)  # the learned schedule would wait max_interval
+    shape = model.shape("m")
+    assert shape is not None
+    assert shape.delay_after(0.0, adaptive()) == adaptive().max_interval == 10
+
+
+def test_waiting_for_learning_is_bounded() -> None:
+    async def main() -> None:
+        model = PollingModel()
+        events = [model.learned(f"m{n}") for n in range(MAX_MANIFESTS + 3)]
+        assert [event.is_set() for event in events[:3]] == [True] * 3  # woken, sleeps on
+        assert not any(event.is_set() for event in events[3:])
+        for _ in range(MIN_SAMPLES):
+            model.record("m5", 1.0)
+        assert events[5].is_set()
+        assert model.learned("m5").is_set()
+
+    anyio.run(main)
 
 
 # --------------------------------------------------------------------------- end to end
