@@ -19,10 +19,10 @@ from oomol_connect_anyio._adaptive import (
     MAX_MANIFESTS,
     MIN_SAMPLES,
     WINDOW,
-    LearnedShape,
     WaitSchedule,
     completed_duration,
 )
+from oomol_connect_anyio._adaptive_shape import LearnedShape
 from oomol_connect_anyio._options import Polling, parse_polling
 from oomol_connect_anyio.emulator import Emulator
 
