@@ -1,5 +1,6 @@
 """Structured-concurrency client for Oomol Connect, on httpx + anyio."""
 
+from ._adaptive import PollingModel
 from ._client import OomolConnectClient
 from ._errors import (
     ApiError,
@@ -40,8 +41,10 @@ from ._types import (
     ListInstallTasksResponse,
     ListPackagesResponse,
     ListTasksResponse,
+    ManifestDurations,
     NodeInputs,
     Package,
+    PollingModelExport,
     PollingOptions,
     RunResult,
     Task,
@@ -73,6 +76,7 @@ __all__ = [
     "ListInstallTasksResponse",
     "ListPackagesResponse",
     "ListTasksResponse",
+    "ManifestDurations",
     "MetricsSnapshot",
     "NodeInputs",
     "NotFoundError",
@@ -80,6 +84,8 @@ __all__ = [
     "OomolConnectError",
     "Outcome",
     "Package",
+    "PollingModel",
+    "PollingModelExport",
     "PollingOptions",
     "RateLimitError",
     "RequestEvent",

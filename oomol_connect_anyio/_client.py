@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from ._adaptive import PollingModel
 from ._lanes import DEFAULT_LIMITS, check_limits
 from ._lifecycle import Lifecycle
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
@@ -172,11 +173,12 @@ class OomolConnectClient:
             limits=check_limits(limits),
             max_response_bytes=_check_max_response_bytes(max_response_bytes),
         )
-        self._lifecycle = Lifecycle(TaskEndpoints(self._transport))
+        self._polling_model = PollingModel(base_url)  # shared by every wait of this client
+        self._lifecycle = Lifecycle(TaskEndpoints(self._transport), self._polling_model)
         self.tasks = Tasks(self._transport, self._lifecycle)
         self.flows = Flows(self._transport)
         self.blocks = Blocks(self._transport)
-        self.packages = Packages(self._transport)
+        self.packages = Packages(self._transport, self._polling_model)
 
     @property
     def base_url(self) -> str:
@@ -186,6 +188,11 @@ class OomolConnectClient:
     def metrics(self) -> MetricsSnapshot:
         """A snapshot of this client's running totals (requests, retries, bytes, stops)."""
         return self._transport.metrics.snapshot()
+
+    @property
+    def polling_model(self) -> PollingModel:
+        """What this client learned of run durations (``backoff_strategy: "adaptive"``)."""
+        return self._polling_model
 
     async def aclose(self) -> None:
         """Cancel the runs in flight and send their stops (bounded), then close the

@@ -24,6 +24,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from . import _concurrency, _errors
+from ._adaptive import PollingModel
 from ._concurrency import add_note, logger
 from ._errors import ApiError, ConnectionError, OomolConnectError
 from ._inputs import build_create_payload, normalize_input_values, validate_manifest
@@ -109,8 +110,9 @@ class Lifecycle:
     and ``run`` what a batch needs.
     """
 
-    def __init__(self, api: TaskEndpoints) -> None:
+    def __init__(self, api: TaskEndpoints, polling_model: PollingModel | None = None) -> None:
         self.api = api
+        self.polling_model = PollingModel() if polling_model is None else polling_model
         self._metrics = api.transport.metrics
         self._group: TaskGroup | None = None
         self._owner: int | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 from ._types import BackoffStrategy
 
@@ -39,13 +41,20 @@ class Polling:
     stop_on_cancel: bool = False
     log_grace: float = 1.0
     poll_error_budget: float = 60.0
+    # An adaptive wait's learned delays and its sleep, which learning may cut short
+    # (``_adaptive.WaitSchedule``), bound per wait.
+    next_delay: Callable[[], float] | None = None
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
 
     def intervals(self) -> Iterator[float]:
-        """The sleeps between polls: ``interval * factor**n`` capped, or fixed."""
+        """The sleeps between polls: ``interval * factor**n`` capped, fixed, or learned."""
+        if self.next_delay is not None:
+            while True:
+                yield self.next_delay()
         current = self.interval
         while True:
             yield current
-            if self.strategy is BackoffStrategy.EXPONENTIAL:
+            if self.strategy is not BackoffStrategy.FIXED:  # adaptive, unbound: exponential
                 current = min(self.max_interval, current * self.factor)
 
 
@@ -82,7 +91,7 @@ def parse_polling(options: Mapping[str, Any] | None, *, stop_on_cancel: bool) ->
         strategy = BackoffStrategy(options.get("backoff_strategy", BackoffStrategy.EXPONENTIAL))
     except ValueError:
         raise ValueError(
-            f"polling option backoff_strategy must be 'fixed' or 'exponential', "
+            f"polling option backoff_strategy must be 'fixed', 'exponential' or 'adaptive', "
             f"not {options['backoff_strategy']!r}"
         ) from None
     timeout = None if options.get("timeout_ms") is None else _positive_ms(options, "timeout_ms", 0)

@@ -90,19 +90,24 @@ async def poll_until(
     """
     if misses is None:
         misses = MissedPolls(polling.poll_error_budget)
-    for delay in polling.intervals():
+    delays = polling.intervals()
+    while True:
         if known is None:
             state = await misses.attempt(fetch)
             if isinstance(state, Missed):
-                await anyio.sleep(misses.next_delay(state.error, delay))
+                delay = next(delays)
+                await polling.sleep(delay)  # the schedule's part, which learning may cut short
+                extra = misses.next_delay(state.error, delay) - delay
+                if extra > 0:  # a longer Retry-After is waited out whole
+                    await anyio.sleep(extra)
                 continue
         else:
             state, known = known, None
         await report(state)
         if done(state):
             return state
-        await anyio.sleep(delay)
-    raise AssertionError("unreachable: the schedule is endless")  # pragma: no cover
+        # Drawn after the poll: a learned delay depends on the time since creation.
+        await polling.sleep(next(delays))
 
 
 class AnswerCheck:

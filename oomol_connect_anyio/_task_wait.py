@@ -11,6 +11,7 @@ from typing import NoReturn, Protocol, cast
 
 import anyio
 
+from ._adaptive import PollingModel, adapt, record_completion, task_key
 from ._concurrency import call, deadline, single_error
 from ._errors import TaskFailedError, TaskStoppedError, TimeoutError
 from ._logs import error_text, has_session_finished
@@ -45,7 +46,10 @@ Emit = Callable[[TaskEvent], Awaitable[None]]
 
 
 class TaskSource(Protocol):
-    """What a wait needs: the task's status and logs, and a stop when it is abandoned."""
+    """What a wait needs: the task's status and logs, a stop when it is abandoned, and the
+    client's model of run durations (which adaptive waits poll by and every wait feeds)."""
+
+    polling_model: PollingModel
 
     async def get(self, task_id: str) -> Task: ...
 
@@ -92,7 +96,10 @@ class TaskWait:
         self._tasks = tasks
         self._created = created
         self.task_id = task_id
-        self._polling = polling
+        # Adaptive polling: the delays come from what the client learned (None otherwise).
+        self._polling, self._schedule = adapt(
+            tasks.polling_model, polling, started if created is not None else None
+        )
         self._emit = emit
         self._follow_logs = emit is not None or polling.on_log is not None
         self.logs: list[TaskLog] = []
@@ -198,10 +205,17 @@ class TaskWait:
     def _observe(self, task: Task) -> Task:
         """Note when ``task`` (a poll or create answer) was first seen running and ended."""
         status = task.get("status")
+        if self._schedule is not None:
+            self._schedule.observe(task_key(task), task.get("created_at"))
         if self._running_at is None and status in _STARTED:
             self._running_at = time.monotonic()
         if status in TERMINAL and self._seen_at_ms is None:
             self._seen_at_ms = time.time() * 1000
+            if status == "completed":  # the client learns from every run it sees complete
+                record_completion(
+                    self._tasks.polling_model,
+                    task_key(task), task.get("created_at"), task.get("updated_at"),
+                )
         return task
 
     async def _fetch_logs(self) -> int:

@@ -164,6 +164,7 @@ class BackoffStrategy(str, enum.Enum):
 
     FIXED = "fixed"
     EXPONENTIAL = "exponential"
+    ADAPTIVE = "adaptive"  # learned from the client's completed runs (README, "Adaptive polling")
 
 
 class PollingSchedule(TypedDict, total=False):
@@ -172,7 +173,7 @@ class PollingSchedule(TypedDict, total=False):
     interval_ms: float
     timeout_ms: float | None
     max_interval_ms: float
-    backoff_strategy: BackoffStrategy | Literal["fixed", "exponential"]
+    backoff_strategy: BackoffStrategy | Literal["fixed", "exponential", "adaptive"]
     backoff_factor: float
     stop_on_cancel: bool
     log_grace_ms: float
@@ -184,6 +185,32 @@ class PollingOptions(PollingSchedule, total=False):
 
     on_progress: Callable[[Any], Awaitable[None] | None] | None
     on_log: Callable[[TaskLog], Awaitable[None] | None] | None
+
+
+# --- adaptive polling: what ``client.polling_model`` shows and carries across processes
+
+
+class ManifestDurations(TypedDict):
+    """``PollingModel.stats()`` per manifest: the window of completed runs' durations."""
+
+    samples: int
+    seen: int
+    learned: bool
+    p10_ms: float
+    p50_ms: float
+    p90_ms: float
+    max_ms: float
+
+
+class PollingModelExport(TypedDict):
+    """``PollingModel.export()``: JSON-ready samples per manifest (milliseconds, oldest first)."""
+
+    version: int
+    server: str
+    durations_ms: dict[str, list[float]]
+
+
+# ---
 
 
 class ClientOptions(TypedDict, total=False):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs")
+SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive")
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,22 @@ def test_logs_are_delivered_whole_and_once(reports: dict[str, dict[str, Any]]) -
     assert delivered.pop() > 1000
     assert found["ours, logs at the end/asyncio"]["log fetches"] == 1
     assert found["ours, on_log/asyncio"]["log fetches"] > 1
+
+
+def test_adaptive_compares_every_schedule_on_the_same_runs(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    table = reports["adaptive"]["tables"][0]
+    found = {(row[0], row[1]): dict(zip(table["columns"], row, strict=True))
+             for row in table["rows"]}
+    schedules = {"fixed 100 ms", "default (2 s, x1.5, cap 10 s)", "adaptive, cold",
+                 "adaptive, warm"}
+    assert set(found) == {(name, sigma) for name in schedules for sigma in (0.3, 0.1)}
+    for row in found.values():
+        assert row["server polls/task"] == row["polls/task"]  # WaitStats agree with the server
+        assert row["left running"] == 0
+    for sigma in (0.3, 0.1):
+        assert found["adaptive, warm", sigma]["polls/task"] < found["fixed 100 ms", sigma][
+            "polls/task"
+        ]
+    assert len(reports["adaptive"]["goals"]) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+from .._adaptive import PollingModel, adapt, install_key, record_completion
 from .._concurrency import call, deadline
 from .._errors import InstallFailedError, InvalidResponseError, TimeoutError
 from .._options import Polling, parse_polling
@@ -24,8 +25,9 @@ _STATUSES = _TERMINAL | {"pending", "running"}
 
 
 class Packages:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, polling_model: PollingModel | None = None) -> None:
         self._transport = transport
+        self._polling_model = PollingModel() if polling_model is None else polling_model
 
     async def list(self) -> ListPackagesResponse:
         """``GET /packages``."""
@@ -89,8 +91,15 @@ class Packages:
             task = await self.get_install_task(task_id)
             check(task)
             return task
+        model = self._polling_model
+        polling, schedule = adapt(model, polling, None)  # adaptive polling, when asked
 
         async def report(task: InstallTask) -> None:
+            if schedule is not None:
+                schedule.observe(install_key(task), task.get("createdAt"))
+            if task.get("status") == "success":  # the wait's last report: learn from it
+                record_completion(model, install_key(task), task.get("createdAt"),
+                                  task.get("updatedAt"))
             last[:] = [task]
             if polling.on_progress is not None:
                 await call(polling.on_progress, task)

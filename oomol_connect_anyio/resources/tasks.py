@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, overload
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .._adaptive import PollingModel
 from .._concurrency import single_error
 from .._lifecycle import Lifecycle
 from .._multipart import Files
@@ -46,6 +47,11 @@ class Tasks:
     def __init__(self, transport: Transport, lifecycle: Lifecycle | None = None) -> None:
         self._lifecycle = lifecycle or Lifecycle(TaskEndpoints(transport))
         self._api = self._lifecycle.api
+
+    @property
+    def polling_model(self) -> PollingModel:
+        """What the client learned of run durations (shared with ``client.polling_model``)."""
+        return self._lifecycle.polling_model
 
     async def list(self) -> ListTasksResponse:
         """``GET /v1/tasks``."""
