@@ -1,0 +1,273 @@
+"""The journal of a durable batch: an append-only JSON-lines file, one line per event.
+
+Each request index goes through up to three events: its *intent* (written before the create is
+sent), its *task* id (as soon as the create answers) and its *outcome*. Replaying the lines gives,
+per index, how far it got, which is all a resumed batch needs to create nothing twice.
+
+Why a write per line and fsyncs in groups: a line handed to the kernel with ``write(2)`` survives
+the death of this process at any moment (``kill -9``, the OOM killer), so the intent really is on
+record before the create leaves. Only a crash of the whole machine can lose lines the kernel has
+not written out; ``fsync`` guards against that, and one fsync per line would cost more than the
+batch itself, so a background task syncs whatever accumulated every ``sync_interval`` seconds or
+every ``sync_every`` lines, whichever comes first.
+
+Why a lock: two processes appending to one journal would interleave their batches; the second
+one is refused instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._errors import OomolConnectError
+from ._inputs import build_create_payload
+
+FORMAT = "oomol-connect-journal"
+VERSION = 1
+
+
+class JournalError(OomolConnectError):
+    """The journal cannot be used: unreadable, of another format, or in use elsewhere."""
+
+
+class JournalMismatchError(JournalError):
+    """A resumed batch's request differs from the one its journal recorded at ``index``."""
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass
+class JournalEntry:
+    """How far one request index got, as replayed from the journal."""
+
+    index: int
+    request_hash: str
+    intent_at: float
+    """Wall-clock seconds since the epoch when the create was about to be sent."""
+    task_id: str | None = None
+    server: str | None = None
+    outcome: dict[str, Any] | None = None
+    """``{"ok": True, "result": ...}`` or ``{"ok": False, "error_type", "message", "task_id"}``."""
+
+
+def request_hash(request: object) -> str:
+    """A stable digest of a create request as it would be sent (inputs normalised)."""
+    payload = build_create_payload(request)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class Journal:
+    """One batch's journal file; open it with ``async with Journal.open(path) as journal``."""
+
+    def __init__(
+        self, path: Path, fd: int, entries: dict[int, JournalEntry], sync_every: int
+    ) -> None:
+        self.path = path
+        self._fd = fd
+        self.entries = entries
+        self._sync_every = sync_every
+        self._unsynced = 0
+        self._sync_now = anyio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sync_interval: float = 0.05,
+        sync_every: int = 100,
+    ) -> AsyncIterator[Journal]:
+        """Open (or create) the journal, replay it, and sync it in the background until closed."""
+        if not sync_interval > 0 or sync_every < 1:
+            raise ValueError("sync_interval must be > 0 and sync_every >= 1")
+        journal = await anyio.to_thread.run_sync(cls._open_sync, Path(path), sync_every)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(journal._sync_loop, sync_interval)
+                yield journal
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(journal._close_sync)
+
+    @classmethod
+    def _open_sync(cls, path: Path, sync_every: int) -> Journal:
+        if path.exists() and not path.is_file():
+            raise JournalError(f"journal {str(path)!r} is not a regular file")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {str(path)!r}: {exc.strerror}") from None
+        try:
+            _lock(fd, path)
+            entries = _replay(fd, path)
+            if os.fstat(fd).st_size == 0:
+                _append(fd, {"format": FORMAT, "version": VERSION, "created_at": time.time()})
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, entries, sync_every)
+
+    def entry(self, index: int) -> JournalEntry | None:
+        return self.entries.get(index)
+
+    def check(self, index: int, digest: str) -> JournalEntry | None:
+        """The entry for ``index``; refuse a request that differs from the recorded one."""
+        entry = self.entries.get(index)
+        if entry is not None and entry.request_hash != digest:
+            raise JournalMismatchError(
+                f"request {index} differs from the one journal {str(self.path)!r} recorded; "
+                "resume with the same requests, or start a new journal",
+                index=index,
+            )
+        return entry
+
+    def record_intent(self, index: int, digest: str) -> JournalEntry:
+        """Record that the create for ``index`` is about to be sent (a fresh attempt)."""
+        entry = JournalEntry(index, digest, time.time())
+        self.entries[index] = entry
+        self._write({"i": index, "e": "intent", "h": digest, "t": entry.intent_at})
+        return entry
+
+    def record_task(self, index: int, task_id: str, server: str | None = None) -> None:
+        entry = self._known(index)
+        entry.task_id, entry.server = task_id, server
+        line: dict[str, Any] = {"i": index, "e": "task", "id": task_id}
+        if server is not None:
+            line["server"] = server
+        self._write(line)
+
+    def record_outcome(self, index: int, outcome: Mapping[str, Any]) -> None:
+        entry = self._known(index)
+        entry.outcome = dict(outcome)
+        self._write({"i": index, "e": "outcome", "o": entry.outcome})
+
+    def record_interrupted(self, index: int) -> None:
+        """The task of ``index`` was stopped unfinished: a resume creates it again."""
+        entry = self._known(index)
+        entry.task_id = entry.server = None
+        self._write({"i": index, "e": "interrupted"})
+
+    async def sync(self) -> None:
+        """Make every line written so far durable now."""
+        self._unsynced = 0
+        await anyio.to_thread.run_sync(os.fsync, self._fd)
+
+    def _known(self, index: int) -> JournalEntry:
+        entry = self.entries.get(index)
+        if entry is None:
+            raise JournalError(f"journal has no intent for request {index}")
+        return entry
+
+    def _write(self, line: Mapping[str, Any]) -> None:
+        _append(self._fd, line)
+        self._unsynced += 1
+        if self._unsynced >= self._sync_every:
+            self._sync_now.set()
+
+    async def _sync_loop(self, interval: float) -> None:
+        while True:
+            with anyio.move_on_after(interval):
+                await self._sync_now.wait()
+            self._sync_now = anyio.Event()
+            if self._unsynced:
+                await self.sync()
+
+    def _close_sync(self) -> None:
+        try:
+            if self._unsynced:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
+
+def _append(fd: int, line: Mapping[str, Any]) -> None:
+    data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    # One write(2) of a whole line on an O_APPEND descriptor: a reader never sees half of a
+    # line unless the process died inside this very call, which _replay repairs.
+    written = os.write(fd, data)
+    if written != len(data):
+        raise JournalError(f"short write to the journal ({written} of {len(data)} bytes)")
+
+
+def _lock(fd: int, path: Path) -> None:
+    if sys.platform == "win32":  # pragma: no cover - no advisory locks there
+        return
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalError(f"journal {str(path)!r} is in use by another process") from None
+
+
+def _replay(fd: int, path: Path) -> dict[int, JournalEntry]:
+    """Read every line into entries; cut a torn last line (the process died mid-write)."""
+    entries: dict[int, JournalEntry] = {}
+    complete = 0
+    with open(os.dup(fd), "rb") as file:
+        for number, raw in enumerate(file, start=1):
+            if not raw.endswith(b"\n"):
+                break  # torn: written by a process that died inside the write
+            complete += len(raw)
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                where = f"journal {str(path)!r} line {number}"
+                raise JournalError(f"{where} is not valid JSON") from None
+            if number == 1:
+                _check_header(record, path)
+            else:
+                _apply(entries, record, path, number)
+    if complete < os.fstat(fd).st_size:
+        os.ftruncate(fd, complete)
+    return entries
+
+
+def _check_header(header: Any, path: Path) -> None:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise JournalError(f"{str(path)!r} is not an oomol-connect journal")
+    if header.get("version") != VERSION:
+        raise JournalError(
+            f"journal {str(path)!r} has version {header.get('version')!r}; "
+            f"this client reads version {VERSION}"
+        )
+
+
+def _apply(entries: dict[int, JournalEntry], record: Any, path: Path, number: int) -> None:
+    try:
+        _apply_record(entries, record)
+    except (KeyError, TypeError, ValueError):
+        raise JournalError(f"journal {str(path)!r} line {number} is not a journal record") from None
+
+
+def _apply_record(entries: dict[int, JournalEntry], record: Any) -> None:
+    index, event = int(record["i"]), record["e"]
+    if event == "intent":
+        entries[index] = JournalEntry(index, str(record["h"]), float(record["t"]))
+        return
+    entry = entries[index]
+    if event == "task":
+        entry.task_id, entry.server = str(record["id"]), record.get("server")
+    elif event == "outcome":
+        entry.outcome = dict(record["o"])
+    elif event == "interrupted":
+        entry.task_id = entry.server = None
+    else:
+        raise ValueError(f"unknown event {event!r}")
