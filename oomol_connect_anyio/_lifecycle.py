@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 from . import _concurrency, _errors
 from ._adaptive import PollingModel
 from ._concurrency import add_note, logger
-from ._errors import ApiError, ConnectionError, OomolConnectError
+from ._errors import ApiError, ConnectionError, OomolConnectError, is_transient
 from ._inputs import build_create_payload, normalize_input_values, validate_manifest
 from ._logs import extract_result
 from ._multipart import Files, MultipartBody, prepare_files
@@ -36,12 +36,14 @@ from ._task_api import TaskEndpoints
 from ._task_wait import TERMINAL, TaskWait
 from ._types import CreateTaskRequest, NodeInputs, RunResult, Task, TaskInputValues, TaskLog
 
-TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 CLAIM_WINDOW = 600.0
 """Seconds this client remembers the ids of the tasks it created (longer than any skew)."""
 CLOSE_DEADLINE = 2 * 3.0
 """Seconds ``aclose()`` gives runs in flight and the service group to send their stops."""
-_STOP_BACKOFF = (0.05, 0.5)  # first and largest delay between attempts of a cleanup stop
+_BACKOFF = (0.05, 0.5)  # first and largest delay between attempts of a cleanup stop or lookup
+LOOKUP_BUDGET = 60.0
+"""Seconds a lookup of the task a lost create made rides out transient failures: as long
+as a wait rides out an outage by default (``poll_error_budget_ms``)."""
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,9 @@ class Lifecycle:
                     return True
                 if give_up_at is None:
                     give_up_at = anyio.current_time() + limit
-                delay = random.uniform(0, min(_STOP_BACKOFF[1], _STOP_BACKOFF[0] * 2**attempt))
+                delay = _jittered(attempt)
                 attempt += 1
-                if not _transient(exc) or anyio.current_time() + delay >= give_up_at:
+                if not is_transient(exc) or anyio.current_time() + delay >= give_up_at:
                     logger.warning(
                         "stopping task %s failed after %d attempt%s; it may still run: %s",
                         task_id, attempt, "s" if attempt > 1 else "", exc,
@@ -283,15 +285,11 @@ class Lifecycle:
         self, error: Exception, call: CreateCall, sent_at_ms: float
     ) -> Task | None:
         try:
-            listing = await self.api.list()
+            adopted, uncertain = await self.find_created(call, sent_at_ms)
         except Exception as exc:  # the create's own error is the one to raise
             add_note(error, f"(looking the task up failed too: {exc})")
             raise error from exc
-        adopted, uncertain = reconcile_create(
-            listing["tasks"], call.manifest, call.input_values, sent_at_ms, self._claimed
-        )
         if adopted is not None:
-            self._claim(adopted["id"])
             logger.info("adopted task %s, created by a create whose answer was lost", adopted["id"])
             return adopted
         if uncertain:
@@ -300,6 +298,34 @@ class Lifecycle:
             logger.warning("a create failed and several tasks may be its own: %s", ids)
             raise error
         return None
+
+    async def find_created(
+        self, call: CreateCall, sent_at_ms: float
+    ) -> tuple[Task | None, list[str]]:
+        """Look up the task that ``call``, sent at ``sent_at_ms`` (epoch ms), may have made.
+
+        The listing rides out transient failures for ``LOOKUP_BUDGET`` seconds, since a
+        create lost in an outage is looked up during that outage. An adopted task is
+        claimed: no later lookup adopts it again. Returns what ``reconcile_create`` does.
+        """
+        give_up_at = anyio.current_time() + LOOKUP_BUDGET
+        attempt = 0
+        while True:
+            try:
+                listing = await self.api.list()
+                break
+            except Exception as exc:
+                delay = _jittered(attempt)
+                attempt += 1
+                if not is_transient(exc) or anyio.current_time() + delay >= give_up_at:
+                    raise
+                await anyio.sleep(delay)
+        adopted, uncertain = reconcile_create(
+            listing["tasks"], call.manifest, call.input_values, sent_at_ms, self._claimed
+        )
+        if adopted is not None:
+            self._claim(adopted["id"])
+        return adopted, uncertain
 
     def _claim(self, task_id: str) -> None:
         now = time.monotonic()
@@ -390,7 +416,7 @@ class Lifecycle:
     # -- runs -------------------------------------------------------------------------------
 
     @contextmanager
-    def _closable(self) -> Iterator[None]:
+    def closable(self) -> Iterator[None]:
         """A call ``close()`` may cancel: it then raises ``ClientClosedError``."""
         with self._runs.running(anyio.CancelScope()) as scope:
             yield
@@ -405,33 +431,36 @@ class Lifecycle:
         *,
         collect_logs: bool = True,
     ) -> RunResult:
-        """Create, wait, and return the task, its logs and its result.
+        """Create, wait, and return the task, its logs and its result."""
+        started = time.monotonic()
+        with self.closable():
+            task = await self.create_owned(call, shields)
+            waiter = TaskWait.after_create(self, task, polling, started)
+            return await self.follow(waiter, collect_logs=collect_logs)
+        raise AssertionError("unreachable")  # pragma: no cover - closable() raises
+
+    async def follow(self, waiter: TaskWait, *, collect_logs: bool = True) -> RunResult:
+        """Wait for ``waiter``'s task and return it as a ``RunResult``.
 
         ``in_flight_runs`` counts the run from the moment its task exists.
         """
-        started = time.monotonic()
-        with self._closable():
-            task = await self.create_owned(call, shields)
-            waiter = TaskWait.after_create(self, task, polling, started)
-            self._metrics.in_flight_runs += 1
-            try:
-                final = await waiter.wait(collect_logs=collect_logs)
-            finally:
-                self._metrics.in_flight_runs -= 1
-            return {
-                "task_id": waiter.task_id,
-                "task": final,
-                "logs": waiter.logs,
-                "result": extract_result(waiter.logs),
-                "stats": waiter.stats(),
-            }
-        raise AssertionError("unreachable")  # pragma: no cover - _closable() raises
+        self._metrics.in_flight_runs += 1
+        try:
+            final = await waiter.wait(collect_logs=collect_logs)
+        finally:
+            self._metrics.in_flight_runs -= 1
+        return {
+            "task_id": waiter.task_id,
+            "task": final,
+            "logs": waiter.logs,
+            "result": extract_result(waiter.logs),
+            "stats": waiter.stats(),
+        }
 
 
-def _transient(error: Exception) -> bool:
-    if isinstance(error, ConnectionError):
-        return True
-    return isinstance(error, ApiError) and error.status in TRANSIENT_STATUSES
+def _jittered(attempt: int) -> float:
+    """Full-jitter backoff between attempts of a cleanup stop or a lookup."""
+    return random.uniform(0, min(_BACKOFF[1], _BACKOFF[0] * 2**attempt))
 
 
 def _task_id_in(body: object) -> str | None:

@@ -57,7 +57,6 @@ async def served(emulator: Emulator) -> AsyncIterator[str]:
 # --------------------------------------------------------------------------- the soak
 
 
-@pytest.mark.xfail(reason="needs create reconciliation and stop retries", strict=True)
 async def test_soak_every_run_returns_its_own_result_exactly_once(anyio_backend: str) -> None:
     with anyio.fail_after(120):
         report = await run_soak(SOAK)
