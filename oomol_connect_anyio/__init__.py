@@ -23,6 +23,7 @@ from ._errors import (
     UploadError,
 )
 from ._inputs import normalize_input_values
+from ._journal import Journal, JournalError, JournalMismatchError, RecordedError
 from ._logs import extract_result
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
 from ._run_many import BatchPollingOptions, Outcome
@@ -71,6 +72,9 @@ __all__ = [
     "InstallFailedError",
     "InstallTask",
     "InvalidResponseError",
+    "Journal",
+    "JournalError",
+    "JournalMismatchError",
     "ListBlocksResponse",
     "ListFlowsResponse",
     "ListInstallTasksResponse",
@@ -88,6 +92,7 @@ __all__ = [
     "PollingModelExport",
     "PollingOptions",
     "RateLimitError",
+    "RecordedError",
     "RequestEvent",
     "RequestTimeoutError",
     "ResponseEvent",

@@ -31,6 +31,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 from ._errors import OomolConnectError
 from ._inputs import build_create_payload
 
@@ -48,6 +51,33 @@ class JournalMismatchError(JournalError):
     def __init__(self, message: str, *, index: int) -> None:
         super().__init__(message)
         self.index = index
+
+
+class RecordedError(OomolConnectError):
+    """A run that failed in an earlier attempt of a journaled batch, as the journal has it.
+
+    ``error_type`` names the original exception's class; ``task_id`` is the task it ran as,
+    when one was created. Resume with ``retry_failed=True`` to run such requests again.
+    """
+
+    def __init__(
+        self, message: str, *, index: int, error_type: str, task_id: str | None
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.error_type = error_type
+        self.task_id = task_id
+
+    @classmethod
+    def from_outcome(cls, index: int, outcome: Mapping[str, Any]) -> RecordedError:
+        error_type = str(outcome.get("error_type") or "Exception")
+        return cls(
+            f"request {index} failed in an earlier attempt of this batch: "
+            f"{error_type}: {outcome.get('message', '')}",
+            index=index,
+            error_type=error_type,
+            task_id=outcome.get("task_id"),
+        )
 
 
 @dataclass
@@ -102,6 +132,12 @@ class Journal:
                 group.start_soon(journal._sync_loop, sync_interval)
                 yield journal
                 group.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The sync task only ever ends cancelled, or failing alone: the one error in
+            # here is the block's own (or the sync's), and goes on as it was raised.
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from group.exceptions[0].__cause__
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(journal._close_sync)
@@ -167,7 +203,10 @@ class Journal:
     async def sync(self) -> None:
         """Make every line written so far durable now."""
         self._unsynced = 0
-        await anyio.to_thread.run_sync(os.fsync, self._fd)
+        try:
+            await anyio.to_thread.run_sync(os.fsync, self._fd)
+        except OSError as exc:
+            raise JournalError(f"cannot sync journal {str(self.path)!r}: {exc.strerror}") from None
 
     def _known(self, index: int) -> JournalEntry:
         entry = self.entries.get(index)

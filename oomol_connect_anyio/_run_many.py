@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import (
     AsyncIterable,
@@ -14,7 +15,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypedDict, cast
 
 import anyio
@@ -23,7 +24,9 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._concurrency import STOP_DEADLINE, add_note, call, single_error
+from ._durable import DurableRuns
 from ._inputs import build_create_payload
+from ._journal import Journal
 from ._lifecycle import Lifecycle
 from ._options import parse_polling
 from ._types import (
@@ -58,6 +61,8 @@ class BatchOptions(TypedDict, total=False):
     limiter: anyio.CapacityLimiter | None
     polling_options: AnyPollingOptions | None
     max_per_second: float | None
+    journal: str | os.PathLike[str] | Journal | None
+    retry_failed: bool
 Outcome = RunResult | Exception
 """A run's result, or (with ``return_exceptions=True``) the exception it ended with."""
 Requests = Iterable[CreateTaskRequest] | AsyncIterable[CreateTaskRequest]
@@ -95,9 +100,19 @@ class RunMany:
         limiter: anyio.CapacityLimiter | None = None,
         polling_options: AnyPollingOptions | None = None,
         max_per_second: float | None = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        retry_failed: bool = False,
     ) -> None:
         self._lifecycle = lifecycle
+        self._journal_arg = _check_journal(journal)
+        if not isinstance(retry_failed, bool):
+            raise TypeError(f"retry_failed must be a bool, not {retry_failed!r}")
+        if retry_failed and journal is None:
+            raise ValueError("retry_failed needs a journal: it re-runs the failures one recorded")
+        self._retry_failed = retry_failed
+        self._durable: DurableRuns | None = None
         self._source, self._close_source = _open_source(requests)
+        self._sequence = requests if isinstance(requests, Sequence) else None
         self._limiter_arg = _check_limits(max_concurrency, limiter)
         self._polling = parse_polling(
             cast("Mapping[str, Any]", polling_options), stop_on_cancel=True
@@ -123,19 +138,39 @@ class RunMany:
         limit = self._limiter_arg
         self._limiter = anyio.CapacityLimiter(limit) if isinstance(limit, int) else limit
         self._slots = anyio.CapacityLimiter(self._limiter.total_tokens)
-        send, receive = anyio.create_memory_object_stream[tuple[int, Outcome]]()
         try:
-            with single_error():
-                async with anyio.create_task_group() as group:
-                    self._group = group
-                    group.start_soon(self._feed, group, send)
-                    try:
-                        yield receive
-                    finally:
-                        self._abort()
-                        receive.close()
+            async with AsyncExitStack() as stack:
+                journal = self._journal_arg
+                if journal is not None and not isinstance(journal, Journal):
+                    journal = await stack.enter_async_context(Journal.open(journal))
+                if journal is not None:
+                    self._durable = DurableRuns(
+                        self._lifecycle, journal, retry_failed=self._retry_failed
+                    )
+                    self._check_sequence()
+                async with self._batch() as outcomes:
+                    yield outcomes
         finally:
             await self._close_source()
+
+    def _check_sequence(self) -> None:
+        """Refuse changed requests before anything runs, when they are all known up front."""
+        assert self._durable is not None
+        for index, request in enumerate(self._sequence or ()):
+            self._durable.check(index, request)
+
+    @asynccontextmanager
+    async def _batch(self) -> AsyncIterator[Outcomes]:
+        send, receive = anyio.create_memory_object_stream[tuple[int, Outcome]]()
+        with single_error():
+            async with anyio.create_task_group() as group:
+                self._group = group
+                group.start_soon(self._feed, group, send)
+                try:
+                    yield receive
+                finally:
+                    self._abort()
+                    receive.close()
         if self._errors:
             count = len(self._errors)
             raise ExceptionGroup(
@@ -163,6 +198,8 @@ class RunMany:
                     request = await self._source()
                     if request is _END:
                         return
+                    if self._durable is not None:  # a changed request ends the batch
+                        self._durable.check(index, request)
                     try:
                         build_create_payload(request)
                     except (TypeError, ValueError) as exc:  # a bad item is that item's outcome
@@ -197,6 +234,8 @@ class RunMany:
             on_progress=_with_index(self._polling.on_progress, index),
             on_log=_with_index(self._polling.on_log, index),
         )
+        if self._durable is not None:
+            return await self._durable.run(index, request, polling, self._shields)
         call = self._lifecycle.json_call(request)
         return await self._lifecycle.run(call, polling, self._shields)
 
@@ -317,3 +356,11 @@ def _open_source(requests: object) -> tuple[Callable[[], Any], Callable[[], Awai
             close()
 
     return next_sync, close_sync
+
+
+def _check_journal(journal: object) -> str | os.PathLike[str] | Journal | None:
+    if journal is None or isinstance(journal, (str, os.PathLike, Journal)):
+        if journal == "":
+            raise ValueError("journal must name a file, not ''")
+        return journal
+    raise TypeError(f"journal must be a path or a Journal, not {type(journal).__name__}")

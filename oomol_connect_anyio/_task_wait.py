@@ -12,7 +12,7 @@ from typing import NoReturn, Protocol, cast
 import anyio
 
 from ._adaptive import PollingModel, adapt, record_completion, task_key
-from ._concurrency import call, deadline, single_error
+from ._concurrency import STOP_DEADLINE, call, deadline, logger, single_error
 from ._errors import TaskFailedError, TaskStoppedError, TimeoutError
 from ._logs import error_text, has_session_finished
 from ._metrics import RequestTally, current_tally
@@ -92,9 +92,11 @@ class TaskWait:
         emit: Emit | None = None,
         started: float | None = None,
         created: Task | None = None,
+        last_look: bool = False,
     ) -> None:
         self._tasks = tasks
         self._created = created
+        self._last_look = last_look
         self.task_id = task_id
         # Adaptive polling: the delays come from what the client learned (None otherwise).
         self._polling, self._schedule = adapt(
@@ -118,10 +120,22 @@ class TaskWait:
 
     @classmethod
     def after_create(
-        cls, tasks: TaskSource, created: Task, polling: Polling, started: float
+        cls,
+        tasks: TaskSource,
+        created: Task,
+        polling: Polling,
+        started: float,
+        *,
+        last_look: bool = False,
     ) -> TaskWait:
-        """The wait for a task this client just created (``created`` is the answer)."""
-        return cls(tasks, created["id"], polling, started=started, created=created)
+        """The wait for a task this client just created (``created`` is the answer).
+
+        With ``last_look``, a wait abandoned unfinished checks the task once more before
+        stopping it: one that has finished meanwhile is left as it is, in ``last_task``.
+        """
+        return cls(
+            tasks, created["id"], polling, started=started, created=created, last_look=last_look
+        )
 
     @property
     def terminal(self) -> bool:
@@ -148,13 +162,30 @@ class TaskWait:
             if failed:
                 self._raise_for_status(task)
         except BaseException:
-            if self._polling.stop_on_cancel and not self.terminal:
+            if self._polling.stop_on_cancel and not await self._finished_after_all():
                 await self._tasks.stop_abandoned(self.task_id)
             raise
         finally:
             current_tally.reset(token)
         _remember_stats(self.task_id, self.stats())
         return cast(Task, dict(task))  # the caller's own copy, not the last poll's answer
+
+    async def _finished_after_all(self) -> bool:
+        """Whether the task is known to be terminal, after one more look if asked for one.
+
+        The look is shielded and bounded like a stop, and never raises: it only decides
+        whether the stop is needed.
+        """
+        if self.terminal or not self._last_look:
+            return self.terminal
+        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
+            try:
+                task = await self._tasks.get(self.task_id)
+                self._check(task)
+                self.last_task = self._observe(task)
+            except Exception as exc:
+                logger.debug("a last look at task %s failed: %s", self.task_id, exc)
+        return self.terminal
 
     async def drain_logs(self) -> None:
         """Fetch the logs; refetch until ``SessionFinished`` or the grace period passes.

@@ -1,0 +1,162 @@
+"""The runs of a batch kept in a journal, so that a resumed batch creates no task twice.
+
+Per request index, the journal says how far an earlier attempt of the batch got, and the
+run picks up from there:
+
+- an outcome: returned as recorded, with no request;
+- a task id and no outcome: the task is waited for again, never created again;
+- an intent and no task id (the process died while the create was in flight): the task
+  is looked up on the server as a lost create is (``Lifecycle.find_created``) and adopted
+  when exactly one matches, else created;
+- nothing: the intent is written, then the create is sent.
+
+A run abandoned by a cancellation looks at its task once more before stopping it: a task
+that finished meanwhile gets its outcome recorded; one that is stopped is recorded as
+interrupted, so that a resume runs it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from ._concurrency import STOP_DEADLINE, logger
+from ._errors import OomolConnectError
+from ._journal import Journal, RecordedError, request_hash
+from ._lifecycle import Lifecycle
+from ._logs import extract_result
+from ._options import Polling
+from ._task_wait import TaskWait
+from ._types import CreateTaskRequest, RunResult, Task
+
+
+class DurableRuns:
+    """Runs journaled in ``journal``; ``retry_failed`` re-runs recorded failures anew."""
+
+    def __init__(self, lifecycle: Lifecycle, journal: Journal, *, retry_failed: bool) -> None:
+        self._lifecycle = lifecycle
+        self._journal = journal
+        self._retry_failed = retry_failed
+        self._server = lifecycle.api.transport.base_url
+
+    def check(self, index: int, request: CreateTaskRequest) -> None:
+        """Refuse, before anything runs, a request that differs from the recorded one."""
+        self._journal.check(index, request_hash(request))
+
+    async def run(
+        self,
+        index: int,
+        request: CreateTaskRequest,
+        polling: Polling,
+        shields: set[anyio.CancelScope] | None,
+    ) -> RunResult:
+        digest = request_hash(request)
+        entry = self._journal.check(index, digest)
+        if entry is not None and entry.outcome is not None:
+            if entry.outcome.get("ok"):
+                return _recorded_result(entry.outcome)
+            if not self._retry_failed:
+                raise RecordedError.from_outcome(index, entry.outcome)
+            entry = None
+        call = self._lifecycle.json_call(request)
+        started = anyio.current_time()
+        with self._lifecycle.closable():
+            if entry is not None and entry.task_id is not None:
+                waiter = TaskWait(
+                    self._lifecycle, entry.task_id, polling, started=started, last_look=True
+                )
+            else:
+                task = None
+                if entry is not None:
+                    task = await self._adopt(index, call, entry.intent_at * 1000)
+                if task is None:
+                    self._journal.record_intent(index, digest)
+                    try:
+                        task = await self._lifecycle.create_owned(call, shields)
+                    except Exception as exc:
+                        self._journal.record_outcome(index, failure(exc, None))
+                        raise
+                self._journal.record_task(index, task["id"], self._server)
+                waiter = TaskWait.after_create(
+                    self._lifecycle, task, polling, started, last_look=True
+                )
+            return await self._follow(index, waiter)
+        raise AssertionError("unreachable")  # pragma: no cover - closable() raises
+
+    async def _adopt(self, index: int, call: Any, sent_at_ms: float) -> Task | None:
+        """The task an interrupted create of ``index`` made, if it can be told apart."""
+        task, uncertain = await self._lifecycle.find_created(call, sent_at_ms)
+        if uncertain:
+            raise OomolConnectError(
+                f"request {index}: its create was interrupted and several tasks may be its "
+                f"own ({', '.join(uncertain)}); refusing to guess or to create another"
+            )
+        if task is not None and task.get("status") == "stopped":
+            return None  # stopped by the run that was interrupted: create it anew
+        if task is not None:
+            logger.info("request %d: adopted task %s from an interrupted create", index, task["id"])
+        return task
+
+    async def _follow(self, index: int, waiter: TaskWait) -> RunResult:
+        try:
+            result = await self._lifecycle.follow(waiter)
+        except Exception as exc:
+            self._journal.record_outcome(index, failure(exc, waiter.task_id))
+            raise
+        except BaseException:
+            await self._interrupted(index, waiter)
+            raise
+        self._journal.record_outcome(index, success(result))
+        return result
+
+    async def _interrupted(self, index: int, waiter: TaskWait) -> None:
+        """Record a run abandoned by a cancellation: its outcome when its task had finished
+        (the logs fetched within a stop's bound), else that it was interrupted."""
+        task = waiter.last_task
+        if task is None or not waiter.terminal:
+            self._journal.record_interrupted(index)
+            return
+        if task.get("status") != "completed":
+            self._journal.record_outcome(
+                index, {"ok": False, "error_type": "TaskFailedError", "task_id": waiter.task_id,
+                        "message": f"task {waiter.task_id} ended {task.get('status')}"},
+            )
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
+            try:
+                await waiter.drain_logs()
+            except Exception as exc:
+                logger.debug("logs of finished task %s not fetched: %s", waiter.task_id, exc)
+        self._journal.record_outcome(
+            index,
+            {"ok": True, "task_id": waiter.task_id, "task": task,
+             "result": extract_result(waiter.logs)},
+        )
+
+
+def success(result: RunResult) -> dict[str, Any]:
+    """The journal's record of a run that completed (its logs are not kept)."""
+    return {
+        "ok": True,
+        "task_id": result["task_id"],
+        "task": result["task"],
+        "result": result["result"],
+    }
+
+
+def failure(error: BaseException, task_id: str | None) -> dict[str, Any]:
+    """The journal's record of a run that failed; ``task_id`` when a task was created."""
+    task_id = getattr(error, "task_id", None) or task_id
+    return {"ok": False, "error_type": type(error).__name__, "message": str(error),
+            "task_id": task_id}
+
+
+def _recorded_result(outcome: Mapping[str, Any]) -> RunResult:
+    return {
+        "task_id": outcome["task_id"],
+        "task": outcome["task"],
+        "logs": [],
+        "result": outcome.get("result"),
+    }

@@ -1,0 +1,202 @@
+"""Journaled batches: resumed runs create nothing twice, over real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from helpers import served
+
+from oomol_connect_anyio import (
+    JournalMismatchError,
+    RecordedError,
+    TaskFailedError,
+)
+from oomol_connect_anyio._journal import Journal, request_hash
+from oomol_connect_anyio.emulator import Emulator
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+pytestmark = pytest.mark.anyio
+
+FAST: Any = {"interval_ms": 20, "backoff_strategy": "fixed"}
+TERMINAL = frozenset({"completed", "failed", "stopped"})
+
+
+def echo(index: int) -> dict[str, Any]:
+    return {"manifest": "demo::echo", "inputValues": {"text": f"job {index}"}}
+
+
+def sleep(index: int, seconds: float) -> dict[str, Any]:
+    return {"manifest": "demo::sleep", "inputValues": {"seconds": seconds, "tag": index}}
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def running(emulator: Emulator) -> int:
+    return sum(task.status not in TERMINAL for task in emulator.tasks.values())
+
+
+async def test_a_finished_batch_is_returned_from_its_journal_with_no_request(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    journal = tmp_path / "batch.journal"
+    jobs = [echo(index) for index in range(6)]
+    async with served(emulator) as client:
+        first = await client.tasks.run_many(jobs, polling_options=FAST, journal=journal)
+        requests = emulator.stats()["requests"]
+        again = await client.tasks.run_many(jobs, polling_options=FAST, journal=str(journal))
+        assert emulator.stats()["requests"] == requests  # not one request more
+    assert emulator.stats()["tasks_created"] == 6
+    assert [r["result"] for r in again] == [r["result"] for r in first]
+    assert [r["task_id"] for r in again] == [r["task_id"] for r in first]
+    assert [r["result"] for r in first] == [{"text": f"job {i}"} for i in range(6)]
+    events = sorted((line["i"], line["e"]) for line in records(journal))
+    assert events == sorted((i, e) for i in range(6) for e in ("intent", "task", "outcome"))
+
+
+async def test_a_task_with_an_id_and_no_outcome_is_waited_for_not_created(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    async with served(emulator) as client:
+        task = await client.tasks.create(echo(0))
+        async with Journal.open(path) as journal:
+            journal.record_intent(0, request_hash(echo(0)))
+            journal.record_task(0, task["id"])
+        [result] = await client.tasks.run_many([echo(0)], polling_options=FAST, journal=path)
+    assert result["task_id"] == task["id"]
+    assert result["result"] == {"text": "job 0"}
+    assert emulator.stats()["tasks_created"] == 1
+
+
+async def test_an_interrupted_create_is_adopted_when_its_task_exists(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, request_hash(echo(0)))  # died before the answer came
+        journal.record_intent(1, request_hash(echo(1)))  # died before the create left
+    async with served(emulator) as dead_process:
+        made = await dead_process.tasks.create(echo(0))
+    async with served(emulator) as client:
+        results = await client.tasks.run_many(
+            [echo(0), echo(1)], polling_options=FAST, journal=path
+        )
+    assert results[0]["task_id"] == made["id"]
+    assert [r["result"] for r in results] == [{"text": "job 0"}, {"text": "job 1"}]
+    assert emulator.stats()["tasks_created"] == 2
+
+
+async def test_changed_requests_are_refused_before_any_request(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    async with served(emulator) as client:
+        await client.tasks.run_many([echo(0), echo(1)], polling_options=FAST, journal=path)
+        created = emulator.stats()["tasks_created"]
+        with pytest.raises(JournalMismatchError, match="request 1 differs") as caught:
+            await client.tasks.run_many([echo(0), echo(9), echo(2)], journal=path)
+        assert caught.value.index == 1
+        assert emulator.stats()["tasks_created"] == created
+
+        async def lazily() -> Any:  # a lazy input is checked item by item: the batch stops
+            for request in (echo(0), echo(7)):
+                yield request
+
+        with pytest.raises(ExceptionGroup) as group:
+            await client.tasks.run_many(lazily(), journal=path)
+        assert group.group_contains(JournalMismatchError)
+        assert emulator.stats()["tasks_created"] == created
+
+
+async def test_recorded_failures_stay_failed_unless_retry_failed(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    jobs = [echo(0), {"manifest": "demo::fail", "inputValues": {"message": "boom"}}]
+    async with served(emulator) as client:
+        first = await client.tasks.run_many(
+            jobs, polling_options=FAST, journal=path, return_exceptions=True
+        )
+        assert isinstance(first[1], TaskFailedError)
+        again = await client.tasks.run_many(
+            jobs, polling_options=FAST, journal=path, return_exceptions=True
+        )
+        assert emulator.stats()["tasks_created"] == 2
+        assert isinstance(again[1], RecordedError)
+        assert again[1].error_type == "TaskFailedError"
+        assert again[1].task_id == first[1].task_id
+        assert "boom" in str(again[1])
+        retried = await client.tasks.run_many(
+            jobs, polling_options=FAST, journal=path, return_exceptions=True, retry_failed=True
+        )
+        assert isinstance(retried[1], TaskFailedError)
+        assert retried[1].task_id != first[1].task_id
+        assert emulator.stats()["tasks_created"] == 3  # only the failure ran again
+    failure = records(path)[-1]
+    assert failure["e"] == "outcome"
+    assert failure["o"]["task_id"] == retried[1].task_id  # a failure names its task
+
+
+async def test_an_interrupted_batch_records_finished_tasks_and_reruns_the_rest(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    # Polls so rare that the short tasks finish unseen before the interrupt comes.
+    slow_polls: Any = {"interval_ms": 60_000, "backoff_strategy": "fixed"}
+    jobs = [sleep(0, 0.05), sleep(1, 0.05), sleep(2, 1000), sleep(3, 1000)]
+    async with served(emulator) as client:
+        with anyio.fail_after(30), anyio.CancelScope() as interrupt:
+            async with client.tasks.run_many_iter(
+                jobs, polling_options=slow_polls, journal=path
+            ):
+                while emulator.stats()["tasks_by_status"].get("completed", 0) < 2:  # noqa: ASYNC110 - the emulator has no event
+                    await anyio.sleep(0.01)
+                interrupt.cancel()  # as Ctrl-C does in the CLI
+                await anyio.lowlevel.checkpoint()
+        assert running(emulator) == 0  # the long ones were stopped
+        assert emulator.stats()["tasks_created"] == 4
+        last = {line["i"]: line["e"] for line in records(path)}
+        assert last == {0: "outcome", 1: "outcome", 2: "interrupted", 3: "interrupted"}
+
+        resumed: dict[int, Any] = {}
+        with anyio.fail_after(30):
+            batch = client.tasks.run_many_iter(jobs, polling_options=FAST, journal=path)
+            async with batch as outcomes:
+                async for index, outcome in outcomes:
+                    resumed[index] = outcome
+                    if len(resumed) == 2:
+                        break
+                while emulator.stats()["tasks_created"] < 6:  # noqa: ASYNC110 - the emulator has no event
+                    await anyio.sleep(0.01)
+    slept = {index: r["result"] for index, r in resumed.items()}
+    assert slept == {0: {"slept": 0.05}, 1: {"slept": 0.05}}
+    assert emulator.stats()["tasks_created"] == 6  # the finished two were not run again
+    assert running(emulator) == 0
+
+
+async def test_journal_arguments_are_checked_before_anything(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    async with served(Emulator()) as client:
+        with pytest.raises(TypeError, match="journal must be a path or a Journal"):
+            await client.tasks.run_many([echo(0)], journal=3)  # type: ignore[typeddict-item]
+        with pytest.raises(ValueError, match="retry_failed needs a journal"):
+            await client.tasks.run_many([echo(0)], retry_failed=True)
+        with pytest.raises(ValueError, match="journal must name a file"):
+            await client.tasks.run_many([echo(0)], journal="")
