@@ -31,6 +31,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_logs", ["--rounds", "2"]),
     ("bench_scale", ["--tasks", "2500"]),
     ("bench_adaptive", []),
+    ("bench_journal", []),
 ]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive")
+SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive", "journal")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,13 @@ def test_adaptive_compares_every_schedule_on_the_same_runs(
             "polls/task"
         ]
     assert len(reports["adaptive"]["goals"]) == 4
+
+
+def test_journal_batches_run_both_ways_on_both_backends(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    found = rows(reports["journal"])  # the script itself checks every outcome and line count
+    assert set(found) == {"asyncio", "trio"}
+    for row in found.values():
+        assert row["without journal"] > 0
+        assert row["with journal"] > 0
