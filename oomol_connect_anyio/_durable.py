@@ -40,6 +40,9 @@ class DurableRuns:
         self._journal = journal
         self._retry_failed = retry_failed
         self._server = lifecycle.api.transport.base_url
+        for entry in journal.entries.values():  # never adopted as another request's task
+            if entry.task_id is not None:
+                lifecycle.claim(entry.task_id)
 
     def check(self, index: int, request: CreateTaskRequest) -> None:
         """Refuse, before anything runs, a request that differs from the recorded one."""

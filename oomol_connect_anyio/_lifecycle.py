@@ -327,6 +327,10 @@ class Lifecycle:
             self._claim(adopted["id"])
         return adopted, uncertain
 
+    def claim(self, task_id: str) -> None:
+        """Mark ``task_id`` as this client's: no lookup of a lost create adopts it."""
+        self._claim(task_id)
+
     def _claim(self, task_id: str) -> None:
         now = time.monotonic()
         self._claimed[task_id] = now
