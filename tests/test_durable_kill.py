@@ -28,7 +28,7 @@ from oomol_connect_anyio import OomolConnectClient
 
 async def main(url, journal, backend):
     jobs = [{"manifest": "demo::sleep", "inputValues": {"seconds": 0.3, "tag": i}}
-            for i in range(%d)]
+            for i in range(int(sys.argv[4]))]
     async with OomolConnectClient(base_url=url, retry_delay=0.001) as client:
         results = await client.tasks.run_many(
             jobs, max_concurrency=4, journal=journal,
@@ -38,11 +38,11 @@ async def main(url, journal, backend):
     print("finished", len(results))
 
 anyio.run(main, *sys.argv[1:3], sys.argv[3], backend=sys.argv[3])
-""" % JOBS
+"""
 
 
 async def attempt(url: str, journal: Path, backend: str, kill_after: float | None) -> str:
-    command = [sys.executable, "-c", BATCH, url, str(journal), backend]
+    command = [sys.executable, "-c", BATCH, url, str(journal), backend, str(JOBS)]
     async with await anyio.open_process(command) as process:
         if kill_after is None:
             with anyio.fail_after(60):
