@@ -5,9 +5,10 @@
     python examples/batch_runner.py - < jobs.jsonl        # read stdin
 
 Each input line is a create request: {"manifest": "demo::upper", "inputValues": {"text": "hi"}}.
-Each output line, written as its run ends: {"index", "ok": true, "task_id", "result"}
-or {"index", "ok": false, "error"}; "index" is the input line's (0-based). Failed jobs are
-outcomes like any other: the exit status is 0 once the batch has run.
+Each output line, written as its run ends, is what ``oomol-connect run-many`` writes:
+{"index", "ok": true, "task_id", "result"} or {"index", "ok": false, "error", "error_type",
+"task_id" (when a task was created)}; "index" is the input line's (0-based). Every job runs;
+the exit status is 3 when any of them failed, as the CLI's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def demo_jobs(count: int) -> list[str]:
     return [json.dumps(job) for job in jobs]
 
 
+def failure(
+    index: int, error: str, error_type: str, task_id: str | None = None
+) -> dict[str, Any]:
+    """A failed job's outcome line; ``task_id`` when its task was created."""
+    line = {"index": index, "ok": False, "error": error, "error_type": error_type}
+    return line if task_id is None else {**line, "task_id": task_id}
+
+
 def parse(lines: Iterable[str]) -> tuple[list[tuple[int, CreateTaskRequest]], list[dict[str, Any]]]:
     """The (line index, request) pairs to run, and the outcomes of unreadable lines."""
     requests: list[tuple[int, CreateTaskRequest]] = []
@@ -49,12 +58,12 @@ def parse(lines: Iterable[str]) -> tuple[list[tuple[int, CreateTaskRequest]], li
         try:
             request = json.loads(line)
         except json.JSONDecodeError as exc:
-            unreadable.append({"index": index, "ok": False, "error": f"invalid JSON: {exc}"})
+            unreadable.append(failure(index, f"invalid JSON: {exc}", "ValueError"))
             continue
         if isinstance(request, dict):
             requests.append((index, cast(CreateTaskRequest, request)))  # run_many checks the rest
         else:
-            unreadable.append({"index": index, "ok": False, "error": "not a JSON object"})
+            unreadable.append(failure(index, "not a JSON object", "ValueError"))
     return requests, unreadable
 
 
@@ -70,7 +79,9 @@ async def run_batch(lines: list[str], concurrency: int, out: TextIO) -> int:
         index = requests[position][0]
         if isinstance(outcome, Exception):
             failed += 1
-            record = {"index": index, "ok": False, "error": f"{type(outcome).__name__}: {outcome}"}
+            record = failure(
+                index, str(outcome), type(outcome).__name__, getattr(outcome, "task_id", None)
+            )
         else:
             record = {
                 "index": index,
@@ -122,6 +133,7 @@ def main() -> None:
         f"(concurrency {args.concurrency})",
         file=sys.stderr,
     )
+    sys.exit(3 if failed else 0)
 
 
 if __name__ == "__main__":

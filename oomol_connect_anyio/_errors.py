@@ -10,7 +10,13 @@ if TYPE_CHECKING:
 
 
 class OomolConnectError(Exception):
-    """Base class of every error raised by this library."""
+    """Base class of every error raised by this library.
+
+    ``task_id`` names the task the error is about when there is one: a run that fails after
+    its task was created (a failed task, a timeout, a server that went away) says which.
+    """
+
+    task_id: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -99,6 +105,8 @@ class RequestTimeoutError(ConnectionError):
 class TimeoutError(OomolConnectError, builtins.TimeoutError):
     """A wait (``timeout_ms``) ran out before the task or install ended."""
 
+    task_id: str
+
     def __init__(
         self,
         message: str,
@@ -116,6 +124,8 @@ class TaskError(OomolConnectError):
 
     ``reason`` is the error text found in the task's logs (``None`` if none).
     """
+
+    task_id: str
 
     def __init__(
         self,

@@ -451,6 +451,10 @@ class Lifecycle:
         self._metrics.in_flight_runs += 1
         try:
             final = await waiter.wait(collect_logs=collect_logs)
+        except OomolConnectError as exc:
+            if exc.task_id is None:  # the task exists: say which, whatever went wrong
+                exc.task_id = waiter.task_id
+            raise
         finally:
             self._metrics.in_flight_runs -= 1
         return {

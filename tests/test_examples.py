@@ -82,9 +82,9 @@ def outcomes(tmp: Path) -> dict[str, Outcome]:
     return {name: future.result() for name, future in futures.items()}
 
 
-def ran(outcomes: dict[str, Outcome], name: str) -> str:
+def ran(outcomes: dict[str, Outcome], name: str, code: int = 0) -> str:
     outcome = outcomes[name]
-    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.returncode == code, outcome.stderr
     assert "using an emulator at http://127.0.0.1:" in outcome.stderr
     return outcome.stdout
 
@@ -126,17 +126,19 @@ def test_asyncio_usage(outcomes: dict[str, Outcome]) -> None:
 
 
 def test_batch_runner_demo_jobs(outcomes: dict[str, Outcome]) -> None:
-    lines = [json.loads(line) for line in ran(outcomes, "batch_runner").splitlines()]
+    lines = [json.loads(line) for line in ran(outcomes, "batch_runner", 3).splitlines()]
     assert sorted(line["index"] for line in lines) == list(range(20))
     failed = [line for line in lines if not line["ok"]]
     assert [line["index"] for line in failed] == [6, 13]
     assert "job 6 failed" in failed[0]["error"]
+    assert {line["error_type"] for line in failed} == {"TaskFailedError"}
+    assert all(line["task_id"] for line in failed)  # the CLI's outcome format
     assert all(line["task_id"] and line["result"] for line in lines if line["ok"])
     assert "20 jobs: 18 ok, 2 failed" in outcomes["batch_runner"].stderr
 
 
 def test_batch_runner_stdin_to_file(outcomes: dict[str, Outcome], tmp: Path) -> None:
-    assert ran(outcomes, "batch_runner_stdin") == ""
+    assert ran(outcomes, "batch_runner_stdin", 3) == ""
     written = (tmp / "out.jsonl").read_text(encoding="utf-8").splitlines()
     by_index = {line["index"]: line for line in map(json.loads, written)}
     assert sorted(by_index) == [0, 1, 3, 4, 5]  # line 2 is blank

@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true",
                    help="on the first failure, stop every other task and exit")
     p.add_argument(
+        "--journal", metavar="BATCH.journal",
+        help="record the batch there (intent, task id, outcome per job) so that it can be "
+        "resumed after Ctrl-C, a kill or a crash without creating any task twice",
+    )
+    p.add_argument(
+        "--resume", action="store_true",
+        help="go on with the batch of an existing --journal, appending to -o; without it an "
+        "existing journal or -o file is refused",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true",
+        help="with --resume: run the jobs that failed last time again, as new tasks",
+    )
+    p.add_argument(
         "--task-timeout", type=positive_float, metavar="S",
         help="give up on each task after S seconds (it is stopped; its outcome: TimeoutError)",
     )

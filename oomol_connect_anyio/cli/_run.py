@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from .. import ApiError, OomolConnectClient, RunResult, TaskInputValues
+from .. import ApiError, OomolConnectClient, RecordedError, RunResult, TaskInputValues
 from ._errors import Exit
 from ._inputs import ROOT, Assignment, Schemas, is_flow, merge_inputs
 from ._options import open_client, polling_options
@@ -16,7 +16,9 @@ from ._render import Output
 
 def failure_fields(error: Exception) -> dict[str, Any]:
     """The JSON fields of a failed outcome (``task_id`` when the task exists)."""
-    fields: dict[str, Any] = {"ok": False, "error": str(error), "error_type": type(error).__name__}
+    # A failure read back from a batch journal keeps the type of the error it recorded.
+    kind = error.error_type if isinstance(error, RecordedError) else type(error).__name__
+    fields: dict[str, Any] = {"ok": False, "error": str(error), "error_type": kind}
     task_id = getattr(error, "task_id", None)
     if task_id:
         fields["task_id"] = task_id

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -13,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio import AsyncFile
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
-from .. import RunResult, Task, WaitStats
+from .. import JournalError, RunResult, Task, WaitStats
 from ._errors import Exit, UsageError, primary_error
 from ._options import open_client, polling_options
 from ._progress import BatchBar
@@ -96,25 +99,90 @@ class _Stdout:
         sys.stdout.flush()
 
 
+Sink = AsyncFile[str] | _Stdout
+
+
 @asynccontextmanager
-async def _sink(path: str | None) -> AsyncIterator[AsyncFile[str] | _Stdout]:
-    """``-o`` opened for writing, or stdout (left open)."""
+async def _sink(path: str | None, *, resume: bool) -> AsyncIterator[tuple[Sink, set[int]]]:
+    """``-o`` opened for writing (appending, with ``--resume``), or stdout (left open); and
+    the job indexes it already holds, whose outcomes are not written again."""
     if path is None:
-        yield _Stdout()
+        yield _Stdout(), set()
         return
     try:
-        file = await anyio.open_file(path, "w", encoding="utf-8")
+        written = await anyio.to_thread.run_sync(_repair, path) if resume else set()
+        file = await anyio.open_file(path, "a" if resume else "x", encoding="utf-8")
+    except FileExistsError:
+        raise UsageError(
+            f"{path} exists: add --resume to append to it, or name another file"
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     async with file:
-        yield file
+        yield file, written
+
+
+def _repair(path: str) -> set[int]:
+    """Cut a torn last line off an outcome file (the writer died mid-line) and return the
+    indexes of the outcomes it holds."""
+    try:
+        with open(path, "rb+") as file:
+            data = file.read()
+            whole = data.rfind(b"\n") + 1
+            if whole < len(data):
+                file.truncate(whole)
+    except FileNotFoundError:
+        return set()
+    written = set()
+    for line in data[:whole].splitlines():
+        try:
+            index = json.loads(line).get("index")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(index, int):
+            written.add(index)
+    return written
+
+
+def check_files(args: argparse.Namespace) -> None:
+    """No silent overwrite, ever: refuse a risky set of files before anything is touched."""
+    jobs = None if args.jobs.path == "-" else args.jobs.path
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed goes with --resume")
+    if args.resume and not args.journal:
+        raise UsageError("--resume needs the --journal of the batch to go on with")
+    named = [("-o", args.output), ("--journal", args.journal)]
+    for flag, path in named:
+        if path is not None and jobs is not None and _same_file(path, jobs):
+            raise UsageError(f"{flag} {path} is the jobs file itself")
+    if args.output and args.journal and _same_file(args.output, args.journal):
+        raise UsageError("-o and --journal name the same file")
+    if args.journal and not args.resume and os.path.lexists(args.journal):
+        raise UsageError(
+            f"journal {args.journal} exists: add --resume to go on with its batch, "
+            "or name another journal"
+        )
+    if args.output and not args.resume and os.path.lexists(args.output):
+        raise UsageError(
+            f"{args.output} exists: add --resume to append to it, or name another file"
+        )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 class _Recorder:
     """Writes each outcome as a JSON line, and counts it in the summary and the bar."""
 
-    def __init__(self, sink: AsyncFile[str] | _Stdout, summary: Summary, bar: BatchBar) -> None:
+    def __init__(
+        self, sink: Sink, summary: Summary, bar: BatchBar, written: set[int] | None = None
+    ) -> None:
         self._sink = sink
+        self._written = written or set()
         self._summary = summary
         self._bar = bar
         self._index_of: dict[str, int] = {}
@@ -126,9 +194,11 @@ class _Recorder:
 
     async def record(self, index: int, outcome: RunResult | Exception) -> None:
         line = outcome_line(index, outcome)
-        with anyio.CancelScope(shield=True):  # an outcome received is an outcome written
-            await self._sink.write(dumps(line, indent=None) + "\n")
-            await self._sink.flush()
+        if index not in self._written:  # a resumed batch writes each job's line once
+            with anyio.CancelScope(shield=True):  # an outcome received is an outcome written
+                await self._sink.write(dumps(line, indent=None) + "\n")
+                await self._sink.flush()
+            self._written.add(index)
         if line["ok"]:
             self._summary.ok += 1
             if not isinstance(outcome, Exception) and "stats" in outcome:
@@ -149,16 +219,23 @@ class _Recorder:
 
 async def run_many(args: argparse.Namespace, out: Output) -> int:
     jobs = args.jobs.requests
+    check_files(args)
     summary = Summary(total=len(jobs), output=args.output or "stdout")
     bar = BatchBar(out, len(jobs))
-    async with open_client(args) as client, _sink(args.output) as sink:
-        recorder = _Recorder(sink, summary, bar)
+    async with (
+        open_client(args) as client,
+        _sink(args.output, resume=args.resume) as (sink, written),
+    ):
+        recorder = _Recorder(sink, summary, bar, written)
+        refused = False
         try:
             batch = client.tasks.run_many_iter(
                 jobs,
                 max_concurrency=args.concurrency,
                 polling_options=polling_options(args, on_progress=recorder.started),
                 return_exceptions=not args.fail_fast,
+                journal=args.journal,
+                retry_failed=args.retry_failed,
             )
         except (TypeError, ValueError) as exc:  # jobs_file checked each line: not expected
             raise UsageError(f"{args.jobs.path}: {exc}") from None
@@ -167,6 +244,9 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                 async with batch as outcomes:
                     async for index, outcome in outcomes:
                         await recorder.record(index, outcome)
+        except JournalError as exc:  # not ours, in use, or the jobs changed: nothing ran
+            refused = True
+            raise UsageError(str(exc)) from None
         except Exception as exc:
             await recorder.record_abort(exc)
             raise
@@ -174,7 +254,8 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
             summary.aborted = "interrupted"
             raise
         finally:
-            _report(out, summary, stdout=args.output is not None)
+            if not refused:
+                _report(out, summary, stdout=args.output is not None)
     if not summary.failed:
         return Exit.OK
     only_timeouts = set(summary.errors) == {"TimeoutError"}

@@ -1,0 +1,196 @@
+"""``run-many --journal/--resume``: no silent overwrite, one outcome line per job over any
+number of interruptions, and a kill -9 campaign through the CLI (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import (
+    CLI,
+    FAST,
+    WAIT_S,
+    cli_env,
+    emulator_process,
+    one_error_line,
+    spawn,
+    still_running,
+    tasks_marked,
+    wait_until,
+    write_jobs,
+)
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with emulator_process() as base_url:
+        yield base_url
+
+
+def sleeps(marker: str, *seconds: float) -> list[dict[str, Any]]:
+    return [
+        {"manifest": "demo::sleep", "inputValues": {"seconds": s, "marker": marker, "job": i}}
+        for i, s in enumerate(seconds)
+    ]
+
+
+def batch(url: str, jobs: str, *args: str, backend: str = "asyncio") -> list[str]:
+    return ["--base-url", url, *FAST, "--backend", backend, "run-many", jobs, *args]
+
+
+def outcome_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_nothing_is_overwritten_without_resume(url: str, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(uuid.uuid4().hex, 0))
+    journal, out = tmp_path / "b.journal", tmp_path / "out.jsonl"
+    journal.write_text("keep me\n")
+    out.write_text("keep me too\n")
+    cases = {
+        "journal exists": batch(url, jobs, "--journal", str(journal)),
+        "-o exists": batch(url, jobs, "-o", str(out)),
+        "-o is the jobs": batch(url, jobs, "-o", jobs),
+        "journal is the jobs": batch(url, jobs, "--journal", jobs, "--resume"),
+        "retry without resume": batch(url, jobs, "--retry-failed"),
+        "resume without journal": batch(url, jobs, "--resume", "-o", str(tmp_path / "x")),
+    }
+    messages = {}
+    for case, command in cases.items():
+        done = spawn(*command)
+        assert done.returncode == 2, (case, done.stderr)
+        messages[case] = one_error_line(done.stderr)
+    assert "add --resume" in messages["journal exists"]
+    assert "add --resume" in messages["-o exists"]
+    assert "is the jobs file itself" in messages["-o is the jobs"]
+    assert "is the jobs file itself" in messages["journal is the jobs"]
+    assert journal.read_text() == "keep me\n"
+    assert out.read_text() == "keep me too\n"
+    assert tasks_marked(url, json.loads(Path(jobs).read_text().splitlines()[0])[
+        "inputValues"]["marker"]) == []
+
+
+def test_a_resumed_batch_writes_each_line_once_and_creates_nothing_again(
+    url: str, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, 0, 0, 0, 0))
+    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    done = spawn(*batch(url, jobs, "--journal", journal, "-o", str(out)))
+    assert done.returncode == 0, done.stderr
+    with out.open("a") as file:
+        file.write('{"index": 3, "ok": tr')  # a writer that died mid-line
+    done = spawn(*batch(url, jobs, "--journal", journal, "-o", str(out), "--resume"))
+    assert done.returncode == 0, done.stderr
+    lines = outcome_lines(out)
+    assert sorted(line["index"] for line in lines) == [0, 1, 2, 3]
+    assert all(line["ok"] for line in lines)
+    assert len(tasks_marked(url, marker)) == 4
+
+
+def test_changed_jobs_are_refused_on_resume(url: str, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    jobs = tmp_path / "jobs.jsonl"
+    write_jobs(jobs, sleeps(marker, 0, 0))
+    journal = str(tmp_path / "b.journal")
+    assert spawn(*batch(url, str(jobs), "--journal", journal)).returncode == 0
+    write_jobs(jobs, sleeps(marker, 0, 5))
+    done = spawn(*batch(url, str(jobs), "--journal", journal, "--resume"))
+    assert done.returncode == 2
+    assert "request 1 differs" in one_error_line(done.stderr)
+    assert len(tasks_marked(url, marker)) == 2
+
+
+def test_recorded_failures_rerun_only_with_retry_failed(url: str, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    failing = {"manifest": "demo::fail", "inputValues": {"message": marker}}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [*sleeps(marker, 0), failing])
+    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    done = spawn(*batch(url, jobs, "--journal", journal, "-o", str(out)))
+    assert done.returncode == 3, done.stderr
+    failure = outcome_lines(out)[-1] if outcome_lines(out)[-1]["index"] == 1 else outcome_lines(
+        out)[0]
+    assert failure["error_type"] == "TaskFailedError"
+    assert failure["task_id"]  # a failure line names its task
+    done = spawn(*batch(url, jobs, "--journal", journal, "-o", str(out), "--resume"))
+    assert done.returncode == 3
+    assert len(tasks_marked(url, marker)) == 2
+    done = spawn(*batch(
+        url, jobs, "--journal", journal, "-o", str(out), "--resume", "--retry-failed"))
+    assert done.returncode == 3
+    assert len(tasks_marked(url, marker)) == 3  # only the failure ran again
+    assert len(outcome_lines(out)) == 2
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
+    url: str, tmp_path: Path, backend: str
+) -> None:
+    marker = uuid.uuid4().hex
+    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, 0.05, 0.05, 1.0, 1.0))
+    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    slow = ["--base-url", url, "--poll-interval", "60", "--backend", backend, "run-many", jobs,
+            "-c", "4", "--journal", journal, "-o", str(out)]
+    with subprocess.Popen([*CLI, *slow], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=cli_env()) as child:
+        wait_until(lambda: sum(t["status"] == "completed" for t in tasks_marked(url, marker))
+                   == 2, "the short jobs finished, unseen by polls a minute apart")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=WAIT_S)
+    assert child.returncode == 130, err
+    assert still_running(url, marker) == []
+    assert outcome_lines(out) == []  # nothing was seen before the interrupt...
+    recorded = [json.loads(line) for line in Path(journal).read_text().splitlines()[1:]]
+    last = {line["i"]: line["e"] for line in recorded}
+    assert last == {0: "outcome", 1: "outcome", 2: "interrupted", 3: "interrupted"}  # ...all kept
+    done = spawn(*batch(url, jobs, "--journal", journal, "-o", str(out), "--resume",
+                        backend=backend))
+    assert done.returncode == 0, done.stderr
+    assert sorted(line["index"] for line in outcome_lines(out)) == [0, 1, 2, 3]
+    assert len(tasks_marked(url, marker)) == 6  # the two finished ones were not run again
+
+
+KILLS = 10  # per backend: 20 seeded kill moments in all
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_kill_9_campaign_then_resume_gives_one_outcome_per_job_and_n_creates(
+    url: str, tmp_path: Path, backend: str
+) -> None:
+    marker = uuid.uuid4().hex
+    count = 16
+    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, *[0.3] * count))
+    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    rng = random.Random(f"cli-kill-9-{backend}")
+    killed = 0
+    for attempt in range(KILLS):
+        resume = ["--resume"] if attempt else []
+        command = batch(url, jobs, "-c", "4", "--journal", journal, "-o", str(out), *resume,
+                        backend=backend)
+        with subprocess.Popen([*CLI, *command], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=cli_env()) as child:
+            try:
+                child.wait(timeout=rng.uniform(0.4, 1.6))  # start-up, creates, polls, writes
+            except subprocess.TimeoutExpired:
+                child.kill()
+                killed += 1
+            _, err = child.communicate(timeout=WAIT_S)
+        assert child.returncode in (0, -signal.SIGKILL), err
+    done = spawn(*batch(url, jobs, "-c", "4", "--journal", journal, "-o", str(out), "--resume",
+                        backend=backend))
+    assert done.returncode == 0, done.stderr
+    assert killed >= KILLS // 2
+    lines = outcome_lines(out)
+    assert Counter(line["index"] for line in lines) == dict.fromkeys(range(count), 1)
+    assert all(line["ok"] for line in lines)
+    assert len(tasks_marked(url, marker)) == count  # exactly N creates
+    assert still_running(url, marker) == []
