@@ -30,6 +30,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_cancel", ["--repeat", "3"]),
     ("bench_logs", ["--rounds", "2"]),
     ("bench_scale", ["--tasks", "2500"]),
+    ("bench_backoff", []),
 ]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

@@ -43,7 +43,10 @@ def emulator_process(*args: str) -> Iterator[str]:
         yield line.split()[-1]
     finally:
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=WAIT_S) == 0
+        try:
+            assert server.wait(timeout=WAIT_S) == 0
+        finally:
+            server.stdout.close()
 
 
 def fault_config(path: Path, *rules: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs")
+SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "backoff")
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,18 @@ def test_logs_are_delivered_whole_and_once(reports: dict[str, dict[str, Any]]) -
     assert delivered.pop() > 1000
     assert found["ours, logs at the end/asyncio"]["log fetches"] == 1
     assert found["ours, on_log/asyncio"]["log fetches"] > 1
+
+
+def test_backoff_runs_every_variant_and_counts_what_the_server_refused(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    report = reports["backoff"]
+    found = rows(report)
+    k, tasks = report["params"]["k"], report["params"]["tasks"]
+    assert set(found) == {f"{mode} {4 * k}/{backend}" for mode in ("fixed", "adaptive")
+                          for backend in ("asyncio", "trio")}
+    for label, row in found.items():
+        assert row["created"] + row["lost"] == tasks, label  # each run created once or lost
+        assert row["peak active"] <= k, label  # the server's bound
+        assert row["429s"] >= row["create 429s"] > 0, label
+        assert 1 <= row["mean window"] <= 4 * k, label
