@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from oomol_connect_anyio import OomolConnectClient, ResponseEvent, RunResult
@@ -217,3 +218,20 @@ async def test_adaptive_concurrency_settles_under_the_servers_limit() -> None:
     assert adaptive_429s < fixed_429s, (adaptive_429s, fixed_429s, fixed_peak)
     assert len(outcomes) == 24
 
+
+
+async def test_the_emulator_refuses_creates_at_max_active_and_logs_its_answers() -> None:
+    emu = emulator()
+    emu.faults.add(FaultRule(route=CREATE_ROUTE, max_active=2, retry_after=0.5))
+    async with serve_emulator(emu) as url, httpx.AsyncClient(base_url=url) as http:
+        answers = [(await http.post("/v1/tasks", json=req(i, 30.0))) for i in range(3)]
+        assert [answer.status_code for answer in answers] == [200, 200, 429]
+        assert answers[2].headers["retry-after"] == "0.5"
+        task_id = answers[0].json()["task"]["id"]
+        assert (await http.post(f"/v1/tasks/{task_id}/stop")).status_code == 200
+        assert (await http.post("/v1/tasks", json=req(3, 30.0))).status_code == 200
+    assert emu.stats()["tasks_created"] == 3
+    assert list(emu.counters.answer_log) == [
+        (CREATE_ROUTE, "200"), (CREATE_ROUTE, "200"), (CREATE_ROUTE, "429"),
+        ("POST /v1/tasks/{id}/stop", "200"), (CREATE_ROUTE, "200"),
+    ]
