@@ -26,11 +26,15 @@ from __future__ import annotations
 import contextvars
 import math
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ._log import logger
 from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._replies import Reply
 
 OVERLOAD_STATUSES = frozenset({429, 503})
 """Answers that say the server is overloaded (for the adaptive window)."""
@@ -121,8 +125,9 @@ current_pressure: contextvars.ContextVar[BatchPressure | None] = contextvars.Con
 )
 
 
-def report_answer(label: str, status: int, retry_after: float | None, sent_at: float) -> None:
-    """Tell the batch the current request belongs to (if any) about an answer."""
+def report_answer(label: str, reply: Reply, sent_at: float) -> None:
+    """Tell the batch the current request belongs to (if any) about an answer (its
+    ``Retry-After`` is read only then)."""
     pressure = current_pressure.get()
     if pressure is not None:
-        pressure.report(label, status, retry_after, sent_at)
+        pressure.report(label, reply.status, reply.retry_after, sent_at)

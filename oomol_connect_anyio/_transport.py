@@ -150,7 +150,7 @@ class Transport:
                 error = connection_error(failure, method, url, sent and not idempotent)
                 raise error from failure
             self._count(label, reply)
-            report_answer(label, reply.status, reply.retry_after, started)  # to the batch, if any
+            report_answer(label, reply, started)  # to the batch, if any
             await self._responded(label, url, attempt, started, reply, None)
             status = reply.status
             if status in RETRY_STATUSES and attempt < retries:
