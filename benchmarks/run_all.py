@@ -32,6 +32,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_scale", ["--tasks", "2500"]),
     ("bench_adaptive", []),
     ("bench_journal", []),
+    ("bench_backoff", []),
 ]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

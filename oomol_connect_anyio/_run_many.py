@@ -29,6 +29,7 @@ from ._inputs import build_create_payload
 from ._journal import Journal
 from ._lifecycle import Lifecycle
 from ._options import parse_polling
+from ._pressure import BatchPressure, current_pressure
 from ._types import (
     CreateTaskRequest,
     PollingOptions,
@@ -63,6 +64,9 @@ class BatchOptions(TypedDict, total=False):
     max_per_second: float | None
     journal: str | os.PathLike[str] | Journal | None
     retry_failed: bool
+    adaptive_concurrency: bool
+
+
 Outcome = RunResult | Exception
 """A run's result, or (with ``return_exceptions=True``) the exception it ended with."""
 Requests = Iterable[CreateTaskRequest] | AsyncIterable[CreateTaskRequest]
@@ -102,6 +106,7 @@ class RunMany:
         max_per_second: float | None = None,
         journal: str | os.PathLike[str] | Journal | None = None,
         retry_failed: bool = False,
+        adaptive_concurrency: bool = False,
     ) -> None:
         self._lifecycle = lifecycle
         self._journal_arg = _check_journal(journal)
@@ -120,13 +125,20 @@ class RunMany:
         if not isinstance(return_exceptions, bool):
             raise TypeError(f"return_exceptions must be a bool, not {return_exceptions!r}")
         self._return_exceptions = return_exceptions
+        if not isinstance(adaptive_concurrency, bool):
+            raise TypeError(
+                f"adaptive_concurrency must be a bool, not {adaptive_concurrency!r}"
+            )
+        self._adaptive = adaptive_concurrency
         self._interval = None if max_per_second is None else 1 / _check_rate(max_per_second)
         self._next_slot = -math.inf
         self._errors: list[Exception] = []
         self._shields: set[anyio.CancelScope] = set()  # creates in flight
         self._group: TaskGroup | None = None
-        self._limiter: anyio.CapacityLimiter  # both made in open(), inside the event loop
+        # made in open(), inside the event loop
+        self._limiter: anyio.CapacityLimiter
         self._slots: anyio.CapacityLimiter
+        self._pressure: BatchPressure
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Outcomes]:
@@ -138,6 +150,10 @@ class RunMany:
         limit = self._limiter_arg
         self._limiter = anyio.CapacityLimiter(limit) if isinstance(limit, int) else limit
         self._slots = anyio.CapacityLimiter(self._limiter.total_tokens)
+        retry = self._lifecycle.api.transport.retry
+        self._pressure = BatchPressure(
+            retry, self._limiter.total_tokens, adaptive=self._adaptive
+        )
         try:
             async with AsyncExitStack() as stack:
                 journal = self._journal_arg
@@ -188,7 +204,13 @@ class RunMany:
         return [outcomes[index] for index in range(len(outcomes))]
 
     async def _feed(self, group: TaskGroup, send: Sender) -> None:
-        """Pull a request only once a slot is free, then start its run once the limiter allows."""
+        """Pull a request only once a slot is free, then start its run once the limiter,
+        the batch's pause and its window allow.
+
+        The runs started here inherit this task's context, which carries the batch's
+        pressure to every request they make (the creates in the service group too).
+        """
+        current_pressure.set(self._pressure)
         async with send:
             try:
                 index = 0
@@ -205,16 +227,27 @@ class RunMany:
                     except (TypeError, ValueError) as exc:  # a bad item is that item's outcome
                         await self._finish(index, type(exc)(f"request {index}: {exc}"), token, send)
                     else:
-                        await self._limiter.acquire_on_behalf_of(token)
-                        try:
-                            await self._pace()
-                        except BaseException:
-                            self._limiter.release_on_behalf_of(token)
-                            raise
+                        await self._admit(token)
                         group.start_soon(self._run, index, request, token, send.clone())
                     index += 1
             except Exception as exc:  # the input itself failed: nothing more can run
                 self._fail(exc)
+
+    async def _admit(self, token: object) -> None:
+        """Take a place in the batch's window, the limiter's token and the pace's slot,
+        then wait out any pause (one reported meanwhile too); undo all on a failure."""
+        await self._pressure.admit()
+        try:
+            await self._limiter.acquire_on_behalf_of(token)
+            try:
+                await self._pace()
+                await self._pressure.resumed()
+            except BaseException:
+                self._limiter.release_on_behalf_of(token)
+                raise
+        except BaseException:
+            self._pressure.release()
+            raise
 
     async def _run(
         self, index: int, request: CreateTaskRequest, token: object, send: Sender
@@ -226,6 +259,7 @@ class RunMany:
                 outcome = exc
             finally:
                 self._limiter.release_on_behalf_of(token)
+                self._pressure.release()
             await self._finish(index, outcome, token, send)
 
     async def _run_one(self, index: int, request: CreateTaskRequest) -> RunResult:

@@ -22,6 +22,7 @@ from ._lanes import DEFAULT_LIMITS
 from ._log import logger
 from ._metrics import ClientMetrics, RequestEvent, ResponseEvent, current_tally
 from ._multipart import MultipartBody
+from ._pressure import report_answer
 from ._replies import Reply, connection_error, decode, is_transient, never_sent, parse_json
 from ._retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from ._routing import default_transport
@@ -149,6 +150,7 @@ class Transport:
                 error = connection_error(failure, method, url, sent and not idempotent)
                 raise error from failure
             self._count(label, reply)
+            report_answer(label, reply, started)  # to the batch, if any
             await self._responded(label, url, attempt, started, reply, None)
             status = reply.status
             if status in RETRY_STATUSES and attempt < retries:

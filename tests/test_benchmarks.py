@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive", "journal")
+SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive", "journal", "backoff")
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,18 @@ def test_journal_batches_run_both_ways_on_both_backends(
     for row in found.values():
         assert row["without journal"] > 0
         assert row["with journal"] > 0
+
+
+def test_backoff_runs_every_variant_and_counts_what_the_server_refused(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    report = reports["backoff"]
+    found = rows(report)
+    k, tasks = report["params"]["k"], report["params"]["tasks"]
+    assert set(found) == {f"{mode} {4 * k}/{backend}" for mode in ("fixed", "adaptive")
+                          for backend in ("asyncio", "trio")}
+    for label, row in found.items():
+        assert row["created"] + row["lost"] == tasks, label  # each run created once or lost
+        assert row["peak active"] <= k, label  # the server's bound
+        assert row["429s"] >= row["create 429s"] > 0, label
+        assert 1 <= row["mean window"] <= 4 * k, label

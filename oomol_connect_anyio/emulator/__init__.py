@@ -31,10 +31,12 @@ Knobs: `token`/`auth` (raw `Authorization` token, optionally `Bearer`), `envelop
 `install_duration`, `seed` and `emu.faults.add(FaultRule(...))` (errors, errors after the
 request was handled, 429 + Retry-After, latency, hangs, dropped connections, for routes
 matching a pattern such as `"GET *"` or `"POST /v1/tasks/{id}/stop"`, within an optional
-`start` + `duration` window; `FaultRule.outage(seconds)` answers every route 503),
+`start` + `duration` window; `FaultRule.outage(seconds)` answers every route 503;
+`max_active=K` answers 429 + `retry_after` while K tasks or more are active),
 `max_finished_tasks` (memory bound), `emu.register_block(...)` for custom blocks.
 Statuses are computed from the clock on each request: nothing runs in the
-background. `emu.stats()` counts requests, statuses and faults per route template.
+background. `emu.stats()` counts requests, statuses and faults per route template;
+`emu.counters.answer_log` holds the last 10,000 answers in order, as (route, status).
 
 A dropped connection (`drop_rate`) starts a 200 response announcing 64 bytes and closes
 the connection without them: over a socket httpx raises `httpx.RemoteProtocolError`

@@ -22,6 +22,7 @@ from ._http import (
 from ._routes import INTERNAL, ROUTES, Handler, match
 from ._state import EmulatorState
 
+_CREATE = "POST /v1/tasks"
 _DROP_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"64")]
 
 
@@ -32,6 +33,7 @@ class EmulatorApp:
         self._emu = emulator
         token = (emulator.token or "").encode()
         self._accepted = [] if emulator.auth == "none" else [token]
+        self._creating = 0  # creates let through and not answered yet
         if emulator.auth == "raw-or-bearer":
             self._accepted.append(b"Bearer " + token)
 
@@ -55,9 +57,22 @@ class EmulatorApp:
 
     async def _serve(self, request: Request, send: Send, client: object) -> None:
         name = "UNMATCHED" if request.route is None else f"{request.method} {request.route}"
-        counters = self._emu.counters
-        counters.request(name, client)
-        fault = self._emu.faults.decide(name) if request.route is not None else None
+        self._emu.counters.request(name, client)
+        fault = self._emu.faults.decide(name, self._active) if request.route is not None else None
+        # A create let through counts as active at once, so that concurrent creates cannot
+        # all pass a `max_active` rule while their bodies are being read.
+        let_through = fault is None or fault.kind is None or fault.after_accept
+        creating = int(name == _CREATE and let_through)
+        self._creating += creating
+        try:
+            await self._answer(request, send, name, fault)
+        finally:
+            self._creating -= creating
+
+    def _active(self) -> int:
+        return self._emu.store.active_count() + self._creating
+
+    async def _answer(self, request: Request, send: Send, name: str, fault: Fault | None) -> None:
         if fault is not None:
             early = await self._apply(fault, name)
             if early is not None:

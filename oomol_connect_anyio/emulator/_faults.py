@@ -33,13 +33,17 @@ class FaultRule:
     emulator's clock, from when the rule is added) bound when the rule applies; the
     default is from now on. `error_after_accept` answers the error after the request was
     handled (a proxy failing after the server acted), `error_retry_after` adds a
-    `Retry-After` header to the error answers.
+    `Retry-After` header to the error answers. `max_active` answers 429 (with
+    `retry_after`) while that many tasks or more are active (created or running): a
+    server that takes at most `max_active` tasks at once (counting them is linear in the
+    retained tasks, for matching requests only).
     """
 
     route: str = "*"
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = (500, 502, 503)
     rate_limit_every: int | None = None
+    max_active: int | None = None
     retry_after: float = 1.0
     latency: tuple[float, float] | None = None
     drop_rate: float = 0.0
@@ -58,6 +62,8 @@ class FaultRule:
             raise ValueError("error_statuses must be non-empty HTTP error statuses")
         if self.rate_limit_every is not None and self.rate_limit_every < 1:
             raise ValueError("rate_limit_every must be at least 1")
+        if self.max_active is not None and self.max_active < 0:
+            raise ValueError("max_active must not be negative")
         if self.latency is not None and not 0.0 <= self.latency[0] <= self.latency[1]:
             raise ValueError("latency must be (low, high) with 0 <= low <= high")
         durations = (self.retry_after, self.hang, self.error_retry_after, self.start, self.duration)
@@ -160,8 +166,9 @@ class FaultInjector:
         self._windows.clear()
         self._seen.clear()
 
-    def decide(self, route: str) -> Fault | None:
-        """The faults of one request to `route` ("METHOD /template"), or None."""
+    def decide(self, route: str, active: Callable[[], int] | None = None) -> Fault | None:
+        """The faults of one request to `route` ("METHOD /template"), or None;
+        `active()` counts the active tasks (for `max_active`)."""
         fault: Fault | None = None
         now = self._clock()
         for index, rule in enumerate(self._rules):
@@ -174,7 +181,7 @@ class FaultInjector:
             self._seen[index] += 1
             fault.delay += self._delay(rule)
             if fault.kind is None:
-                self._draw_failure(rule, self._seen[index], fault)
+                self._draw_failure(rule, self._seen[index], fault, active)
         return fault
 
     def _delay(self, rule: FaultRule) -> float:
@@ -183,8 +190,12 @@ class FaultInjector:
             delay += self._rng.uniform(*rule.latency)
         return delay
 
-    def _draw_failure(self, rule: FaultRule, seen: int, fault: Fault) -> None:
-        if rule.rate_limit_every and seen % rule.rate_limit_every == 0:
+    def _draw_failure(
+        self, rule: FaultRule, seen: int, fault: Fault, active: Callable[[], int] | None
+    ) -> None:
+        limit = rule.max_active
+        busy = limit is not None and active is not None and active() >= limit
+        if busy or (rule.rate_limit_every and seen % rule.rate_limit_every == 0):
             fault.kind, fault.retry_after = "rate_limited", rule.retry_after
         elif rule.error_rate and self._rng.random() < rule.error_rate:
             fault.kind = "error_after_accept" if rule.error_after_accept else "error"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
+
+ANSWER_LOG_SIZE = 10_000
 
 
 class Stats:
@@ -21,6 +24,8 @@ class Stats:
         self.stops = 0
         self.bytes_sent = 0
         self.clients: set[object] = set()
+        self.answer_log: deque[tuple[str, str]] = deque(maxlen=ANSWER_LOG_SIZE)
+        """The last answers in the order they were sent: (route, status or "dropped")."""
 
     def request(self, route: str, client: object = None) -> None:
         """Count a request to a route ("METHOD /template") from a client address."""
@@ -31,6 +36,7 @@ class Stats:
     def response(self, route: str, outcome: str, size: int = 0) -> None:
         """Count a response status (or "dropped") and its body size."""
         _bump(self.statuses, route, outcome)
+        self.answer_log.append((route, outcome))
         self.bytes_sent += size
 
     def fault(self, route: str, kind: str) -> None:

@@ -164,6 +164,11 @@ class TaskStore:
         counts.update(self._evicted_statuses)
         return dict(counts)
 
+    def active_count(self) -> int:
+        """How many retained tasks are not terminal now."""
+        now = self.clock.now()
+        return sum(1 for task in self.tasks.values() if task.status_at(now) not in TERMINAL)
+
     def peak_active(self, since: float) -> int:
         """The most tasks that were non-terminal at once, from `since` on."""
         events: list[tuple[float, int]] = []

@@ -192,6 +192,9 @@ class Tasks:
         called as ``callback(index, item)``. ``on_result(index, outcome)`` (plain
         or async) is called, one at a time, as each run ends; an error it raises
         stops the batch and propagates. ``max_per_second`` spaces task creations.
+        A 429 (or an error with ``Retry-After``) to any request of the batch pauses
+        its new creates for that long; ``adaptive_concurrency=True`` also narrows the
+        batch's window of runs on 429/503 and widens it back, within [1, limit].
 
         Returns the outcomes in input order. By default the first failure cancels
         the other runs, stops their remote tasks, and is raised as an
