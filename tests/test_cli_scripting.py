@@ -342,7 +342,7 @@ def test_a_short_token_is_hidden_without_mangling_words() -> None:
         one_error_line(done.stderr)
         for done in spawn_all(*(
             ["--base-url", base, *token, "blocks"]
-            for token in ([], ["--token", "err"], ["--token", "in"], ["--token", "api"])
+            for token in ([], ["--token", "err"], ["--token", "on"], ["--token", "api"])
         ))
     )
     assert "connection" in plain
