@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,12 @@ def spawn(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[s
         [*CLI, *args], capture_output=True, text=True, timeout=WAIT_S, input=stdin,
         env=cli_env(), stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+def spawn_all(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent CLI runs at once (each waits mostly on its own start-up)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: spawn(*args), commands))
 
 
 def start(*args: str) -> subprocess.Popen[str]:
