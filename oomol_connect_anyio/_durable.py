@@ -17,6 +17,7 @@ interrupted, so that a resume runs it again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ import anyio
 from ._concurrency import STOP_DEADLINE, logger
 from ._errors import OomolConnectError
 from ._journal import Journal, RecordedError, request_hash
-from ._lifecycle import Lifecycle
+from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
 from ._task_wait import TaskWait
@@ -63,7 +64,9 @@ class DurableRuns:
             if not self._retry_failed:
                 raise RecordedError.from_outcome(index, entry.outcome)
             entry = None
-        call = self._lifecycle.json_call(request)
+        call = dataclasses.replace(
+            self._lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
+        )
         started = anyio.current_time()
         with self._lifecycle.closable():
             if entry is not None and entry.task_id is not None:
@@ -88,9 +91,9 @@ class DurableRuns:
             return await self._follow(index, waiter)
         raise AssertionError("unreachable")  # pragma: no cover - closable() raises
 
-    async def _adopt(self, index: int, call: Any, sent_at_ms: float) -> Task | None:
+    async def _adopt(self, index: int, call: CreateCall, sent_at_ms: float) -> Task | None:
         """The task an interrupted create of ``index`` made, if it can be told apart."""
-        task, uncertain = await self._lifecycle.find_created(call, sent_at_ms)
+        task, uncertain = await self._lifecycle.find_created(call, sent_at_ms, call.lookup_budget)
         if uncertain:
             raise OomolConnectError(
                 f"request {index}: its create was interrupted and several tasks may be its "

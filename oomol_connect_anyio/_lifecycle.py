@@ -11,6 +11,7 @@ creates and stops inline, shielded from anyio cancellation only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -41,9 +42,6 @@ CLAIM_WINDOW = 600.0
 CLOSE_DEADLINE = 2 * 3.0
 """Seconds ``aclose()`` gives runs in flight and the service group to send their stops."""
 _BACKOFF = (0.05, 0.5)  # first and largest delay between attempts of a cleanup stop or lookup
-LOOKUP_BUDGET = 60.0
-"""Seconds a lookup of the task a lost create made rides out transient failures: as long
-as a wait rides out an outage by default (``poll_error_budget_ms``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,10 @@ class CreateCall:
     manifest: str
     input_values: list[NodeInputs]
     send: Callable[[], Awaitable[Task]]
+    lookup_budget: float = 0.0
+    """Seconds the lookup of a lost answer rides out transient failures beyond the
+    transport's own retries: a run gives its outage budget (``poll_error_budget_ms``), as
+    it would ride out the outage while waiting anyway; a bare ``create()`` none."""
 
 
 @dataclass
@@ -285,7 +287,7 @@ class Lifecycle:
         self, error: Exception, call: CreateCall, sent_at_ms: float
     ) -> Task | None:
         try:
-            adopted, uncertain = await self.find_created(call, sent_at_ms)
+            adopted, uncertain = await self.find_created(call, sent_at_ms, call.lookup_budget)
         except Exception as exc:  # the create's own error is the one to raise
             add_note(error, f"(looking the task up failed too: {exc})")
             raise error from exc
@@ -300,15 +302,16 @@ class Lifecycle:
         return None
 
     async def find_created(
-        self, call: CreateCall, sent_at_ms: float
+        self, call: CreateCall, sent_at_ms: float, budget: float = 0.0
     ) -> tuple[Task | None, list[str]]:
         """Look up the task that ``call``, sent at ``sent_at_ms`` (epoch ms), may have made.
 
-        The listing rides out transient failures for ``LOOKUP_BUDGET`` seconds, since a
-        create lost in an outage is looked up during that outage. An adopted task is
-        claimed: no later lookup adopts it again. Returns what ``reconcile_create`` does.
+        The listing rides out transient failures for ``budget`` seconds beyond the
+        transport's retries, since a create lost in an outage is looked up during it. An
+        adopted task is claimed: no later lookup adopts it again. Returns what
+        ``reconcile_create`` does.
         """
-        give_up_at = anyio.current_time() + LOOKUP_BUDGET
+        give_up_at = anyio.current_time() + budget
         attempt = 0
         while True:
             try:
@@ -437,6 +440,7 @@ class Lifecycle:
     ) -> RunResult:
         """Create, wait, and return the task, its logs and its result."""
         started = time.monotonic()
+        call = dataclasses.replace(call, lookup_budget=polling.poll_error_budget)
         with self.closable():
             task = await self.create_owned(call, shields)
             waiter = TaskWait.after_create(self, task, polling, started)

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import anyio
 import anyio.to_thread
+import httpx
 
 from ._errors import UploadChangedError, UploadError
 
@@ -215,7 +216,7 @@ def _quote(value: str) -> str:
     return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
-class MultipartBody:
+class MultipartBody(httpx.AsyncByteStream):
     """A ``multipart/form-data`` body of text fields and files, streamed lazily."""
 
     def __init__(self, fields: dict[str, str], files: list[FilePart]) -> None:

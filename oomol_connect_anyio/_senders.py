@@ -104,9 +104,8 @@ class RequestSender:
         target = _parsed(url)
         redirects = 0
         while True:
-            request = httpx.Request(
-                method, target, headers=self._headers_for(target, headers), content=content,
-                extensions=extensions,
+            request = _request(
+                method, target, self._headers_for(target, headers), content, extensions
             )
             response = await self._transport.handle_async_request(request)
             response.request = request
@@ -131,6 +130,25 @@ class RequestSender:
         headers = base.copy()
         headers.update(own)
         return headers
+
+def _request(
+    method: str, url: httpx.URL, headers: httpx.Headers, content: Any, extensions: Any
+) -> httpx.Request:
+    """The request; a streamed body (an ``httpx.AsyncByteStream``) is its stream as it is.
+
+    Given as ``content=``, httpx would wrap it in an async generator of its own, which a
+    failed send abandons to the garbage collector (a ``ResourceWarning`` on trio); the body
+    itself hands out streams that its ``aclose()`` closes after each attempt.
+    """
+    if not isinstance(content, httpx.AsyncByteStream):
+        return httpx.Request(method, url, headers=headers, content=content, extensions=extensions)
+    request = httpx.Request(method, url, headers=headers, extensions=extensions)
+    request.stream = content
+    if "Content-Length" not in headers:  # httpx framed it as an empty body: stream it instead
+        request.headers.pop("Content-Length", None)
+        request.headers["Transfer-Encoding"] = "chunked"
+    return request
+
 
 def _without_body_headers(headers: httpx.Headers | None) -> httpx.Headers | None:
     if not headers:

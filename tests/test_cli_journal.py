@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,36 +162,47 @@ def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
 KILLS = 10  # per backend: 20 seeded kill moments in all
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_kill_9_campaign_then_resume_gives_one_outcome_per_job_and_n_creates(
-    url: str, tmp_path: Path, backend: str
+    url: str, tmp_path: Path
 ) -> None:
+    # The two backends' campaigns run side by side, each with its own batch.
+    with ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(lambda backend: _campaign(url, tmp_path / backend, backend),
+                               ["asyncio", "trio"]))
+    assert min(killed) >= KILLS - 2  # (nearly) every attempt was cut short by its kill
+
+
+def _campaign(url: str, folder: Path, backend: str) -> int:
+    """Kill a journaled batch at seeded moments, resume it to the end, check it; the kills."""
+    folder.mkdir()
     marker = uuid.uuid4().hex
-    count = 16
-    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, *[0.3] * count))
-    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    # About 11 s of work at -c 2, which goes on on the server between attempts too: more
+    # than the attempts get done before their kills.
+    count = 64
+    jobs = write_jobs(folder / "jobs.jsonl", sleeps(marker, *[0.3] * count))
+    journal, out = str(folder / "b.journal"), folder / "out.jsonl"
     rng = random.Random(f"cli-kill-9-{backend}")
     killed = 0
     for attempt in range(KILLS):
         resume = ["--resume"] if attempt else []
-        command = batch(url, jobs, "-c", "4", "--journal", journal, "-o", str(out), *resume,
+        command = batch(url, jobs, "-c", "2", "--journal", journal, "-o", str(out), *resume,
                         backend=backend)
         with subprocess.Popen([*CLI, *command], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=cli_env()) as child:
             try:
-                child.wait(timeout=rng.uniform(0.4, 1.6))  # start-up, creates, polls, writes
+                child.wait(timeout=rng.uniform(0.3, 1.2))  # start-up, creates, polls, writes
             except subprocess.TimeoutExpired:
                 child.kill()
                 killed += 1
             _, err = child.communicate(timeout=WAIT_S)
         assert child.returncode in (0, -signal.SIGKILL), err
-    done = spawn(*batch(url, jobs, "-c", "4", "--journal", journal, "-o", str(out), "--resume",
+    done = spawn(*batch(url, jobs, "-c", "2", "--journal", journal, "-o", str(out), "--resume",
                         backend=backend))
     assert done.returncode == 0, done.stderr
-    assert killed >= KILLS // 2
     lines = outcome_lines(out)
     assert Counter(line["index"] for line in lines) == dict.fromkeys(range(count), 1)
     assert all(line["ok"] for line in lines)
     assert len(tasks_marked(url, marker)) == count  # exactly N creates
     assert still_running(url, marker) == []
+    return killed

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ from oomol_connect_anyio import (
     OomolConnectError,
     RateLimitError,
     ServerError,
-    _lifecycle,
 )
 
 Call = Callable[[OomolConnectClient], Awaitable[Any]]
@@ -306,22 +304,10 @@ BODIES = pick(
 @given(status=st.sampled_from([200, 200, 200, 200, 201, 400, 503]), body=BODIES)
 @pytest.mark.anyio
 async def test_random_bodies_only_ever_raise_api_errors(status: int, body: bytes) -> None:
-    # A create answered 503 is looked up, through an outage of up to a minute: this test is
-    # about the errors each parser raises, so the lookup gets one short try.
-    with mock_api() as router, _short_lookups():
+    with mock_api() as router:
         router.route().respond(status, content=body)
         async with make_client(max_retries=0) as client:
             await call_every_parser(client, status, body)
-
-
-@contextmanager
-def _short_lookups() -> Iterator[None]:
-    saved = _lifecycle.LOOKUP_BUDGET
-    _lifecycle.LOOKUP_BUDGET = 0.0
-    try:
-        yield
-    finally:
-        _lifecycle.LOOKUP_BUDGET = saved
 
 
 async def call_every_parser(client: OomolConnectClient, status: int, body: bytes) -> None:
