@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 
 from ._errors import Exit
 from ._options import open_client, polling_options
@@ -11,15 +12,27 @@ from ._render import Output
 from ._tasks import field_rows
 
 
+def _versioned(
+    out: Output,
+    answer: Mapping[str, object],
+    items: Sequence[Mapping[str, object]],
+    title: str,
+    name: tuple[str, str],
+) -> int:
+    """A listing of named, versioned things: name (its column, its key), version, description."""
+    column, key = name
+    rows = [
+        (str(i.get(key, "?")), str(i.get("version", "?")), str(i.get("description", "")))
+        for i in items
+    ]
+    out.show(answer, title, [column, "version", "description"], rows)
+    return Exit.OK
+
+
 async def blocks(args: argparse.Namespace, out: Output) -> int:
     async with open_client(args) as client:
         answer = await client.blocks.list(include_all_versions=args.all_versions)
-    rows = [
-        (b.get("blockId", "?"), b.get("version", "?"), b.get("description", ""))
-        for b in answer["blocks"]
-    ]
-    out.show(answer, "Blocks", ["block", "version", "description"], rows)
-    return Exit.OK
+    return _versioned(out, answer, answer["blocks"], "Blocks", ("block", "blockId"))
 
 
 async def flows(args: argparse.Namespace, out: Output) -> int:
@@ -41,12 +54,7 @@ async def flows(args: argparse.Namespace, out: Output) -> int:
 async def packages_list(args: argparse.Namespace, out: Output) -> int:
     async with open_client(args) as client:
         answer = await client.packages.list()
-    rows = [
-        (p.get("name", "?"), p.get("version", "?"), p.get("description", ""))
-        for p in answer["packages"]
-    ]
-    out.show(answer, "Packages", ["package", "version", "description"], rows)
-    return Exit.OK
+    return _versioned(out, answer, answer["packages"], "Packages", ("package", "name"))
 
 
 async def install_tasks(args: argparse.Namespace, out: Output) -> int:

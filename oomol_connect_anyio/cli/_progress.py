@@ -7,7 +7,6 @@ of the run, not decoration); status and progress are left out.
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any
 
 from rich.live import Live
@@ -42,12 +41,7 @@ class _Display:
         if self._live is not None:
             self._live.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.stop()
 

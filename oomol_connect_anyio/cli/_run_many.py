@@ -19,10 +19,10 @@ import anyio.to_thread
 from anyio import AsyncFile
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
+    pass
 
 from .. import JournalError, RunResult, Task, WaitStats
-from ._errors import Exit, UsageError, primary_error
+from ._errors import Exit, UsageError
 from ._options import open_client, polling_options
 from ._progress import BatchBar
 from ._render import Output, dumps, make_table
@@ -185,11 +185,9 @@ class _Recorder:
         self._written = written or set()
         self._summary = summary
         self._bar = bar
-        self._index_of: dict[str, int] = {}
 
     def started(self, index: int, task: Task) -> None:
         """``on_progress`` of the batch: remember which job each task belongs to."""
-        self._index_of[task.get("id", "")] = index
         self._bar.started(index, task)
 
     async def record(self, index: int, outcome: RunResult | Exception) -> None:
@@ -207,16 +205,6 @@ class _Recorder:
             self._summary.errors[line["error_type"]] += 1
         self._bar.finished(index, line["ok"])
 
-    async def record_abort(self, error: Exception) -> None:
-        """``--fail-fast``: write the failures that ended the batch, when their job is known."""
-        self._summary.aborted = str(primary_error(error))
-        failures = error.exceptions if isinstance(error, ExceptionGroup) else (error,)
-        for failure in failures:
-            index = self._index_of.get(getattr(failure, "task_id", None) or "")
-            if index is not None:
-                await self.record(index, failure)
-
-
 async def run_many(args: argparse.Namespace, out: Output) -> int:
     jobs = args.jobs.requests
     check_files(args)
@@ -228,12 +216,13 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
     ):
         recorder = _Recorder(sink, summary, bar, written)
         refused = False
+        first_failure: Exception | None = None
         try:
             batch = client.tasks.run_many_iter(
                 jobs,
                 max_concurrency=args.concurrency,
                 polling_options=polling_options(args, on_progress=recorder.started),
-                return_exceptions=not args.fail_fast,
+                return_exceptions=True,  # --fail-fast stops at the first failure itself
                 journal=args.journal,
                 retry_failed=args.retry_failed,
             )
@@ -244,22 +233,39 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                 async with batch as outcomes:
                     async for index, outcome in outcomes:
                         await recorder.record(index, outcome)
+                        if args.fail_fast and isinstance(outcome, Exception):
+                            first_failure = outcome
+                            # What has finished already is written before the rest stops.
+                            for ready in _ready(outcomes):
+                                await recorder.record(*ready)
+                            break
+            if first_failure is not None:
+                summary.aborted = str(first_failure)
         except JournalError as exc:  # not ours, in use, or the jobs changed: nothing ran
             refused = True
             raise UsageError(str(exc)) from None
-        except Exception as exc:
-            await recorder.record_abort(exc)
-            raise
         except BaseException:
             summary.aborted = "interrupted"
             raise
         finally:
             if not refused:
                 _report(out, summary, stdout=args.output is not None)
+        if first_failure is not None:
+            raise first_failure  # reported as the CLI reports an error: one line, its exit code
     if not summary.failed:
         return Exit.OK
     only_timeouts = set(summary.errors) == {"TimeoutError"}
     return Exit.TIMED_OUT if only_timeouts else Exit.FAILED
+
+
+def _ready(outcomes: Any) -> list[tuple[int, RunResult | Exception]]:
+    """The outcomes already handed over and waiting to be taken."""
+    ready = []
+    while True:
+        try:
+            ready.append(outcomes.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return ready
 
 
 def _latency(document: dict[str, Any]) -> str:
