@@ -261,6 +261,19 @@ def test_tasks_result_and_watch_exit_by_outcome(url: str) -> None:
     assert json.loads(again.stdout)["status"] == "failed"
 
 
+def test_tasks_watch_json_streams_one_object_per_line(url: str) -> None:
+    task_id = created_task(url, "demo::sleep", {"seconds": 0.3})
+    watched = against(url, "--json", "tasks", "watch", task_id)
+    assert watched.returncode == 0, watched.stderr
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    events = [line["event"] for line in lines[:-1]]
+    assert "progress" in events
+    assert "log" in events
+    assert all(line["ok"] is True and line["task_id"] == task_id for line in lines)
+    assert lines[-1]["status"] == "completed"  # the outcome comes last
+    assert lines[-1]["result"] == {"slept": 0.3}
+
+
 def test_stopping_an_ended_task_says_so(url: str) -> None:
     done_id = created_task(url, "demo::upper", {"text": "abc"})
     against(url, "tasks", "watch", done_id)

@@ -94,7 +94,9 @@ async def tasks_logs(args: argparse.Namespace, out: Output) -> int:
     return Exit.OK
 
 
-async def _result(client: OomolConnectClient, task: Task, out: Output) -> int:
+async def _result(
+    client: OomolConnectClient, task: Task, out: Output, *, compact: bool = False
+) -> int:
     """Print a task's status and result; the exit code says how it ended (or that it runs)."""
     status = str(task.get("status", "?"))
     logs = await client.tasks.get_logs(task["id"])
@@ -105,7 +107,7 @@ async def _result(client: OomolConnectClient, task: Task, out: Output) -> int:
         out.json({
             "ok": code == Exit.OK, "task_id": task["id"], "status": status,
             "result": result, "error": reason,
-        })
+        }, compact=compact)
     elif code == Exit.OK:
         out.json(result)
     else:
@@ -125,9 +127,20 @@ async def tasks_watch(args: argparse.Namespace, out: Output) -> int:
     """Follow a task (progress and logs on stderr) until it ends; then as ``tasks result``."""
     board = TaskBoard(out)
     row = board.add(args.task_id)
-    options = polling_options(
-        args, on_progress=row.on_progress, on_log=row.on_log, created_here=False
-    )
+
+    def on_progress(task: Task) -> None:
+        row.on_progress(task)
+        if out.json_mode:  # a stream: one object per line, the outcome last
+            out.json({"ok": True, "event": "progress", "task_id": args.task_id,
+                      "status": task.get("status")}, compact=True)
+
+    def on_log(log: TaskLog) -> None:
+        row.on_log(log)
+        if out.json_mode:
+            out.json({"ok": True, "event": "log", "task_id": args.task_id, "log": log},
+                     compact=True)
+
+    options = polling_options(args, on_progress=on_progress, on_log=on_log, created_here=False)
     async with open_client(args) as client:
         with board:
             try:
@@ -136,7 +149,7 @@ async def tasks_watch(args: argparse.Namespace, out: Output) -> int:
                 task = exc.task or await client.tasks.get(args.task_id)
             finally:
                 row.finish()
-        return await _result(client, task, out)
+        return await _result(client, task, out, compact=True)
 
 
 async def tasks_stop(args: argparse.Namespace, out: Output) -> int:
