@@ -18,7 +18,7 @@ interrupted, so that a resume runs it again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -47,7 +47,14 @@ class DurableRuns:
 
     def check(self, index: int, request: CreateTaskRequest) -> None:
         """Refuse, before anything runs, a request that differs from the recorded one."""
-        self._journal.check(index, request_hash(request))
+        if index in self._journal.entries:
+            self._journal.check(index, request_hash(request))
+
+    def check_all(self, requests: Sequence[CreateTaskRequest]) -> None:
+        """``check`` every request the journal has seen, in index order."""
+        for index in sorted(self._journal.entries):
+            if index < len(requests):
+                self._journal.check(index, request_hash(requests[index]))
 
     async def run(
         self,

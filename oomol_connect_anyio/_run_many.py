@@ -170,10 +170,11 @@ class RunMany:
             await self._close_source()
 
     def _check_sequence(self) -> None:
-        """Refuse changed requests before anything runs, when they are all known up front."""
+        """Refuse changed requests before anything runs, when they are all known up front
+        (only the ones the journal has seen can differ)."""
         assert self._durable is not None
-        for index, request in enumerate(self._sequence or ()):
-            self._durable.check(index, request)
+        if self._sequence is not None:
+            self._durable.check_all(self._sequence)
 
     @asynccontextmanager
     async def _batch(self) -> AsyncIterator[Outcomes]:
@@ -220,8 +221,8 @@ class RunMany:
                     request = await self._source()
                     if request is _END:
                         return
-                    if self._durable is not None:  # a changed request ends the batch
-                        self._durable.check(index, request)
+                    if self._durable is not None and self._sequence is None:
+                        self._durable.check(index, request)  # a changed one ends the batch
                     try:
                         build_create_payload(request)
                     except (TypeError, ValueError) as exc:  # a bad item is that item's outcome
