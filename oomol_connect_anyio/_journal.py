@@ -39,6 +39,7 @@ from ._inputs import build_create_payload
 
 FORMAT = "oomol-connect-journal"
 VERSION = 1
+_HEADER_START = b'{"format":"oomol-connect-journal"'  # how _append writes the header
 
 
 class JournalError(OomolConnectError):
@@ -263,7 +264,12 @@ def _replay(fd: int, path: Path) -> dict[int, JournalEntry]:
     with open(os.dup(fd), "rb") as file:
         for number, raw in enumerate(file, start=1):
             if not raw.endswith(b"\n"):
-                break  # torn: written by a process that died inside the write
+                # Torn: written by a process that died inside the write. Before a whole
+                # header, only the start of our own header can be that: anything else is
+                # another file, never to be cut.
+                if number == 1 and not _HEADER_START.startswith(raw[: len(_HEADER_START)]):
+                    raise JournalError(f"{str(path)!r} is not an oomol-connect journal")
+                break
             complete += len(raw)
             try:
                 record = json.loads(raw)

@@ -221,13 +221,13 @@ class RunMany:
                     request = await self._source()
                     if request is _END:
                         return
-                    if self._durable is not None and self._sequence is None:
-                        self._durable.check(index, request)  # a changed one ends the batch
                     try:
                         build_create_payload(request)
                     except (TypeError, ValueError) as exc:  # a bad item is that item's outcome
                         await self._finish(index, type(exc)(f"request {index}: {exc}"), token, send)
                     else:
+                        if self._durable is not None and self._sequence is None:
+                            self._durable.check(index, request)  # a changed one ends the batch
                         await self._admit(token)
                         group.start_soon(self._run, index, request, token, send.clone())
                     index += 1

@@ -128,7 +128,10 @@ def test_recorded_failures_rerun_only_with_retry_failed(url: str, tmp_path: Path
         url, jobs, "--journal", journal, "-o", str(out), "--resume", "--retry-failed"))
     assert done.returncode == 3
     assert len(tasks_marked(url, marker)) == 3  # only the failure ran again
-    assert len(outcome_lines(out)) == 2
+    lines = outcome_lines(out)
+    assert sorted(line["index"] for line in lines) == [0, 1]  # one line per job
+    retried = next(line for line in lines if line["index"] == 1)
+    assert retried["task_id"] != failure["task_id"]  # the new outcome, not the stale one
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

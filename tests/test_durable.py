@@ -122,6 +122,24 @@ async def test_changed_requests_are_refused_before_any_request(
         assert emulator.stats()["tasks_created"] == created
 
 
+async def test_a_bad_lazy_request_is_its_own_outcome_with_a_journal(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    async def lazily() -> Any:
+        yield echo(0)
+        yield {"inputValues": {}}  # no manifest
+        yield echo(2)
+
+    async with served(Emulator()) as client:
+        outcomes = await client.tasks.run_many(
+            lazily(), polling_options=FAST, journal=tmp_path / "j", return_exceptions=True
+        )
+    assert isinstance(outcomes[1], ValueError)
+    assert [outcomes[0]["result"], outcomes[2]["result"]] == [  # type: ignore[index]
+        {"text": "job 0"}, {"text": "job 2"}
+    ]
+
+
 async def test_recorded_failures_stay_failed_unless_retry_failed(
     anyio_backend: str, tmp_path: Path
 ) -> None:

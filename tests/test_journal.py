@@ -110,6 +110,25 @@ async def test_unusable_files_are_named(tmp_path: Path, content: bytes, message:
     assert path.read_bytes() == content
 
 
+async def test_a_file_with_no_newline_is_refused_not_cut(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_bytes(b'{"important": "data"}')  # one line, as json.dump writes it
+    with pytest.raises(JournalError, match="is not an oomol-connect journal"):
+        async with Journal.open(path):
+            pass
+    assert path.read_bytes() == b'{"important": "data"}'
+
+
+async def test_a_torn_header_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "batch.journal"
+    path.write_bytes(b'{"format":"oomol-connect-jou')  # died inside the very first write
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, "h")
+    assert [json.loads(line)["format"] for line in path.read_bytes().splitlines()[:1]] == [
+        "oomol-connect-journal"
+    ]
+
+
 async def test_a_directory_or_a_journal_in_use_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="not a regular file"):
         async with Journal.open(tmp_path):

@@ -103,14 +103,19 @@ Sink = AsyncFile[str] | _Stdout
 
 
 @asynccontextmanager
-async def _sink(path: str | None, *, resume: bool) -> AsyncIterator[tuple[Sink, set[int]]]:
+async def _sink(
+    path: str | None, *, resume: bool, retry_failed: bool
+) -> AsyncIterator[tuple[Sink, set[int]]]:
     """``-o`` opened for writing (appending, with ``--resume``), or stdout (left open); and
-    the job indexes it already holds, whose outcomes are not written again."""
+    the job indexes it already holds, whose outcomes are not written again (with
+    ``--retry-failed``, its failure lines are dropped first: those jobs run again)."""
     if path is None:
         yield _Stdout(), set()
         return
     try:
-        written = await anyio.to_thread.run_sync(_repair, path) if resume else set()
+        written = (
+            await anyio.to_thread.run_sync(_repair, path, retry_failed) if resume else set()
+        )
         file = await anyio.open_file(path, "a" if resume else "x", encoding="utf-8")
     except FileExistsError:
         raise UsageError(
@@ -122,25 +127,36 @@ async def _sink(path: str | None, *, resume: bool) -> AsyncIterator[tuple[Sink, 
         yield file, written
 
 
-def _repair(path: str) -> set[int]:
-    """Cut a torn last line off an outcome file (the writer died mid-line) and return the
-    indexes of the outcomes it holds."""
+def _repair(path: str, drop_failures: bool) -> set[int]:
+    """Cut a torn last line off an outcome file (the writer died mid-line), drop its failure
+    lines when asked, and return the indexes of the outcomes it keeps."""
     try:
-        with open(path, "rb+") as file:
+        with open(path, "rb") as file:
             data = file.read()
-            whole = data.rfind(b"\n") + 1
-            if whole < len(data):
-                file.truncate(whole)
     except FileNotFoundError:
         return set()
+    kept: list[bytes] = []
     written = set()
-    for line in data[:whole].splitlines():
+    for line in data[: data.rfind(b"\n") + 1].splitlines(keepends=True):
         try:
-            index = json.loads(line).get("index")
+            outcome = json.loads(line)
+            index, ok = outcome.get("index"), outcome.get("ok")
         except (ValueError, AttributeError):
+            kept.append(line)
             continue
+        if drop_failures and ok is False:
+            continue
+        kept.append(line)
         if isinstance(index, int):
             written.add(index)
+    repaired = b"".join(kept)
+    if repaired != data:  # written whole to a new file, then renamed over the old one
+        temporary = f"{path}.repairing"
+        with open(temporary, "wb") as file:
+            file.write(repaired)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
     return written
 
 
@@ -212,7 +228,9 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
     bar = BatchBar(out, len(jobs))
     async with (
         open_client(args) as client,
-        _sink(args.output, resume=args.resume) as (sink, written),
+        _sink(args.output, resume=args.resume, retry_failed=args.retry_failed) as (
+            sink, written
+        ),
     ):
         recorder = _Recorder(sink, summary, bar, written)
         refused = False
