@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -44,3 +44,43 @@ def client_for() -> ClientFactory:
         )
 
     return make
+
+
+class OneChunk(httpx.AsyncByteStream):
+    """A request body sent as one chunk by a plain async iterator.
+
+    httpx's own byte stream is an async generator, and `httpx.ASGITransport` never
+    closes it: an app that answers before reading the body leaves it to the garbage
+    collector (a ResourceWarning on trio). This iterator holds nothing to finalise.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
+PostBytes = Callable[[httpx.AsyncClient, str, bytes, dict[str, str]], Awaitable[httpx.Response]]
+
+
+@pytest.fixture
+def post_bytes() -> PostBytes:
+    """POST raw bytes (with their Content-Length) as a `OneChunk` body."""
+
+    async def post(
+        client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        request = client.build_request(
+            "POST", url, headers={**headers, "Content-Length": str(len(body))}
+        )
+        request.stream = OneChunk(body)
+        return await client.send(request)
+
+    return post
