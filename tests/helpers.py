@@ -240,3 +240,38 @@ async def served(emulator: Any, **options: Any) -> AsyncIterator[OomolConnectCli
         OomolConnectClient(base_url=url, retry_delay=0.001, **options) as client,
     ):
         yield client
+
+
+class HeldCreates:
+    """Wraps an emulator's app (create it before serving the emulator): a create is read
+    whole, then held until ``release``.
+
+    ``arrived`` is set once the server holds the whole create request (so that what it
+    does next cannot depend on how far the client got), ``handled`` once the emulator has
+    handled it (created the task, or not).
+    """
+
+    def __init__(self, emulator: Any) -> None:
+        self._app = emulator.app
+        self.arrived = anyio.Event()
+        self.release = anyio.Event()
+        self.handled = anyio.Event()
+        emulator.app = self  # served (by serve_emulator) in place of the emulator's app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", "/api/v1/tasks"):
+            await self._app(scope, receive, send)
+            return
+        messages = [await receive()]
+        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body"):
+            messages.append(await receive())
+        self.arrived.set()
+        await self.release.wait()
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        try:
+            await self._app(scope, replay, send)
+        finally:
+            self.handled.set()

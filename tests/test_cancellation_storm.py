@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import our_running_tasks, served, settled
+from helpers import HeldCreates, our_running_tasks, served, settled
 
 from oomol_connect_anyio import (
     OomolConnectClient,
@@ -202,39 +202,6 @@ async def test_seeded_random_schedules_of_runs_cancels_and_timeouts(
 # --------------------------------------------------------------------------- slow creation
 
 
-class HeldCreates:
-    """Wraps an emulator's app: a create is read whole, then held until ``release``.
-
-    ``arrived`` is set once the server holds the whole create request (so that what it
-    does next cannot depend on how far the client got), ``handled`` once the emulator has
-    handled it (created the task, or not).
-    """
-
-    def __init__(self, emulator: Emulator) -> None:
-        self._app = emulator.app
-        self.arrived = anyio.Event()
-        self.release = anyio.Event()
-        self.handled = anyio.Event()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", "/api/v1/tasks"):
-            await self._app(scope, receive, send)
-            return
-        messages = [await receive()]
-        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body"):
-            messages.append(await receive())
-        self.arrived.set()
-        await self.release.wait()
-
-        async def replay() -> Any:
-            return messages.pop(0) if messages else await receive()
-
-        try:
-            await self._app(scope, replay, send)
-        finally:
-            self.handled.set()
-
-
 @pytest.mark.parametrize(
     ("how", "deadline"), [("run", None), ("run_many", None), ("run_many", 0.1)]
 )
@@ -256,7 +223,6 @@ async def test_a_run_cancelled_during_a_slow_create_stops_the_task_it_creates(
     caplog.set_level(logging.WARNING, logger="oomol_connect_anyio")
     emulator = Emulator()
     held = HeldCreates(emulator)
-    emulator.app = held  # type: ignore[misc,assignment]  # served instead of the app
     async with serve_emulator(emulator, host="127.0.0.1", port=0) as url:
         client = OomolConnectClient(base_url=url, retry_delay=0.001)
         if deadline is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import served, settled
+from helpers import HeldCreates, served, settled
 
 from oomol_connect_anyio import OomolConnectClient, OomolConnectError, _errors, _lifecycle
 from oomol_connect_anyio._reconcile import CLOCK_SKEW_MS, reconcile_create
@@ -37,29 +37,42 @@ def running(emulator: Emulator) -> int:
 # -- the service group ------------------------------------------------------------------------
 
 
+async def cancel_once_the_create_is_held(client: OomolConnectClient, held: HeldCreates) -> None:
+    """Run LONG, cancelled once the server holds its create; a call that waited for the
+    create's answer would hang here."""
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            await client.tasks.run(LONG, FAST)  # a ServerError here would escape the group
+
+        group.start_soon(run)
+        await held.arrived.wait()
+        group.cancel_scope.cancel()
+
+
 async def test_a_cancel_during_a_late_create_returns_before_the_answer() -> None:
     emulator = Emulator()
-    emulator.faults.add(FaultRule(route="POST /v1/tasks", latency=(1.5, 1.5)))
+    held = HeldCreates(emulator)
     async with served(emulator) as client:
-        with anyio.fail_after(GUARD), anyio.move_on_after(0.3) as scope:
-            await client.tasks.run(LONG, FAST)
-        assert scope.cancelled_caught
-        assert emulator.stats()["tasks_created"] == 0  # returned before the create answered
-        await settled(client)
+        with anyio.fail_after(GUARD):
+            await cancel_once_the_create_is_held(client, held)
+            assert emulator.stats()["tasks_created"] == 0  # returned before the create answered
+            held.release.set()
+            await settled(client)
         assert emulator.stats()["tasks_created"] == 1
         assert emulator.stats()["tasks_by_status"] == {"stopped": 1}
 
 
 async def test_a_create_error_never_replaces_the_cancellation() -> None:
     emulator = Emulator()
-    emulator.faults.add(
-        FaultRule(route="POST /v1/tasks", latency=(0.5, 0.5), error_rate=1.0, error_statuses=(500,))
-    )
+    held = HeldCreates(emulator)
+    emulator.faults.add(FaultRule(route="POST /v1/tasks", error_rate=1.0, error_statuses=(500,)))
     async with served(emulator) as client:
-        with anyio.fail_after(GUARD), anyio.move_on_after(0.1) as scope:
-            await client.tasks.run(LONG, FAST)  # a ServerError here would escape the scope
-        assert scope.cancelled_caught
-        await settled(client)
+        with anyio.fail_after(GUARD):
+            await cancel_once_the_create_is_held(client, held)
+            held.release.set()  # the create is answered 500 after the cancellation
+            await settled(client)
+    assert emulator.stats()["statuses"]["POST /v1/tasks"] == {"500": 1}
     assert emulator.stats()["tasks_created"] == 0
 
 

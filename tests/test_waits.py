@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import our_running_tasks
+from helpers import HeldCreates, our_running_tasks, served, settled
 
 from oomol_connect_anyio import (
     InstallFailedError,
@@ -147,10 +147,15 @@ async def test_outer_cancel_is_not_converted_and_stops_the_task(
     client: OomolConnectClient, emulator: Emulator
 ) -> None:
     created: list[str] = []
-    with anyio.fail_after(GUARD), anyio.move_on_after(0.2) as scope:
+    with anyio.fail_after(GUARD), anyio.CancelScope() as scope:
+
+        def progress(task: Any) -> None:  # the task is running: cancel from outside the run
+            created.append(task["id"])
+            scope.cancel()
+
         await client.tasks.run(
             {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
-            {**FAST, "on_progress": lambda task: created.append(task["id"])},
+            {**FAST, "on_progress": progress},
         )
     assert scope.cancelled_caught
     assert created
@@ -447,16 +452,25 @@ if sys.version_info >= (3, 11):  # pragma: no cover - trivial alias check
 
 
 async def test_cancel_while_the_create_is_in_flight_stops_the_new_task(
-    client: OomolConnectClient, emulator: Emulator
+    anyio_backend: str,
 ) -> None:
-    emulator.faults.add(FaultRule(route="POST /v1/tasks", hang=0.3))
-    with anyio.fail_after(GUARD), anyio.move_on_after(0.05) as scope:
-        await client.tasks.run({"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}, FAST)
-    assert scope.cancelled_caught
-    assert emulator.stats()["tasks_created"] == 0  # the call did not wait for the create
-    with anyio.fail_after(GUARD):
-        while emulator.stats()["stops"] < 1:  # noqa: ASYNC110 - the emulator has no event
-            await anyio.sleep(0.01)
+    emulator = Emulator()
+    held = HeldCreates(emulator)  # the server holds the create until released
+    async with served(emulator) as client:
+        with anyio.fail_after(GUARD):
+            async with anyio.create_task_group() as group:
+
+                async def run() -> None:
+                    await client.tasks.run(
+                        {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}, FAST
+                    )
+
+                group.start_soon(run)
+                await held.arrived.wait()
+                group.cancel_scope.cancel()  # a call that waited for the create would hang
+            assert emulator.stats()["tasks_created"] == 0
+            held.release.set()
+            await settled(client)  # the create answers; the client then stops its task
     assert emulator.stats()["tasks_created"] == 1
     assert emulator.stats()["tasks_by_status"] == {"stopped": 1}
 
