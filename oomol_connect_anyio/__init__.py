@@ -26,6 +26,7 @@ from ._inputs import normalize_input_values
 from ._journal import Journal, JournalError, JournalMismatchError, RecordedError
 from ._logs import extract_result
 from ._metrics import MetricsSnapshot, RequestEvent, ResponseEvent
+from ._pool import ServerPool
 from ._run_many import BatchPollingOptions, Outcome
 from ._sync import SyncOomolConnectClient
 from ._task_wait import TaskEvent, TaskLogEvent, TaskProgress, get_wait_stats
@@ -98,6 +99,7 @@ __all__ = [
     "ResponseEvent",
     "RunResult",
     "ServerError",
+    "ServerPool",
     "SyncOomolConnectClient",
     "Task",
     "TaskError",

@@ -29,21 +29,27 @@ from ._journal import Journal, RecordedError, request_hash
 from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
+from ._reconcile import never_created
 from ._task_wait import TaskWait
 from ._types import CreateTaskRequest, RunResult, Task
 
 
 class DurableRuns:
-    """Runs journaled in ``journal``; ``retry_failed`` re-runs recorded failures anew."""
+    """Runs journaled in ``journal``; ``retry_failed`` re-runs recorded failures anew.
 
-    def __init__(self, lifecycle: Lifecycle, journal: Journal, *, retry_failed: bool) -> None:
-        self._lifecycle = lifecycle
+    ``lifecycles`` are those of every server the batch may use: the ids of recorded tasks
+    are claimed on each, so that no lookup adopts one for another request.
+    """
+
+    def __init__(
+        self, lifecycles: Sequence[Lifecycle], journal: Journal, *, retry_failed: bool
+    ) -> None:
         self._journal = journal
         self._retry_failed = retry_failed
-        self._server = lifecycle.api.transport.base_url
-        for entry in journal.entries.values():  # never adopted as another request's task
+        for entry in journal.entries.values():
             if entry.task_id is not None:
-                lifecycle.claim(entry.task_id)
+                for lifecycle in lifecycles:
+                    lifecycle.claim(entry.task_id)
 
     def check(self, index: int, request: CreateTaskRequest) -> None:
         """Refuse, before anything runs, a request that differs from the recorded one."""
@@ -56,51 +62,85 @@ class DurableRuns:
             if index < len(requests):
                 self._journal.check(index, request_hash(requests[index]))
 
+    def recorded(
+        self, index: int, request: CreateTaskRequest, *, with_server: bool = False
+    ) -> RunResult | None:
+        """The recorded result of ``index`` (no request needed; ``with_server``: naming
+        the server that ran it), or ``None`` when it must run; a recorded failure is
+        raised as a ``RecordedError`` unless ``retry_failed``."""
+        entry = self._journal.check(index, request_hash(request))
+        if entry is None or entry.outcome is None:
+            return None
+        if entry.outcome.get("ok"):
+            result = _recorded_result(entry.outcome)
+            if with_server and entry.server is not None:
+                result["server"] = entry.server
+            return result
+        if not self._retry_failed:
+            raise RecordedError.from_outcome(index, entry.outcome)
+        return None
+
+    def pinned(self, index: int) -> str | None:
+        """The server (base URL) where an earlier attempt left ``index`` unfinished: its
+        task to wait for, or its interrupted create to look up."""
+        entry = self._journal.entries.get(index)
+        if entry is None or entry.outcome is not None:
+            return None
+        return entry.server
+
     async def run(
         self,
         index: int,
         request: CreateTaskRequest,
         polling: Polling,
-        shields: set[anyio.CancelScope] | None,
+        lifecycle: Lifecycle,
+        shields: set[anyio.CancelScope] | None = None,
+        *,
+        may_move: bool = False,
+        moved: bool = False,
     ) -> RunResult:
+        """Run ``index`` on ``lifecycle``'s server, picking up where the journal left it.
+
+        ``may_move``: a create that certainly made nothing (``never_created``) is not
+        recorded as the outcome, since the batch sends it to another server; ``moved``:
+        this is that second attempt, whose intent is known to have made nothing.
+        """
         digest = request_hash(request)
         entry = self._journal.check(index, digest)
-        if entry is not None and entry.outcome is not None:
-            if entry.outcome.get("ok"):
-                return _recorded_result(entry.outcome)
-            if not self._retry_failed:
-                raise RecordedError.from_outcome(index, entry.outcome)
-            entry = None
+        if entry is not None and (entry.outcome is not None or moved):
+            entry = None  # a failure run again (retry_failed), or a create made nowhere
+        server = lifecycle.api.transport.base_url
         call = dataclasses.replace(
-            self._lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
+            lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
         )
         started = anyio.current_time()
-        with self._lifecycle.closable():
+        with lifecycle.closable():
             if entry is not None and entry.task_id is not None:
                 waiter = TaskWait(
-                    self._lifecycle, entry.task_id, polling, started=started, last_look=True
+                    lifecycle, entry.task_id, polling, started=started, last_look=True
                 )
             else:
                 task = None
                 if entry is not None:
-                    task = await self._adopt(index, call, entry.intent_at * 1000)
+                    task = await self._adopt(lifecycle, index, call, entry.intent_at * 1000)
                 if task is None:
-                    self._journal.record_intent(index, digest)
+                    self._journal.record_intent(index, digest, server)
                     try:
-                        task = await self._lifecycle.create_owned(call, shields)
+                        task = await lifecycle.create_owned(call, shields)
                     except Exception as exc:
-                        self._journal.record_outcome(index, failure(exc, None))
+                        if not (may_move and never_created(exc)):
+                            self._journal.record_outcome(index, failure(exc, None))
                         raise
-                self._journal.record_task(index, task["id"], self._server)
-                waiter = TaskWait.after_create(
-                    self._lifecycle, task, polling, started, last_look=True
-                )
-            return await self._follow(index, waiter)
+                self._journal.record_task(index, task["id"], server)
+                waiter = TaskWait.after_create(lifecycle, task, polling, started, last_look=True)
+            return await self._follow(lifecycle, index, waiter)
         raise AssertionError("unreachable")  # pragma: no cover - closable() raises
 
-    async def _adopt(self, index: int, call: CreateCall, sent_at_ms: float) -> Task | None:
+    async def _adopt(
+        self, lifecycle: Lifecycle, index: int, call: CreateCall, sent_at_ms: float
+    ) -> Task | None:
         """The task an interrupted create of ``index`` made, if it can be told apart."""
-        task, uncertain = await self._lifecycle.find_created(call, sent_at_ms, call.lookup_budget)
+        task, uncertain = await lifecycle.find_created(call, sent_at_ms, call.lookup_budget)
         if uncertain:
             raise OomolConnectError(
                 f"request {index}: its create was interrupted and several tasks may be its "
@@ -112,9 +152,9 @@ class DurableRuns:
             logger.info("request %d: adopted task %s from an interrupted create", index, task["id"])
         return task
 
-    async def _follow(self, index: int, waiter: TaskWait) -> RunResult:
+    async def _follow(self, lifecycle: Lifecycle, index: int, waiter: TaskWait) -> RunResult:
         try:
-            result = await self._lifecycle.follow(waiter)
+            result = await lifecycle.follow(waiter)
         except Exception as exc:
             self._journal.record_outcome(index, failure(exc, waiter.task_id))
             raise

@@ -14,9 +14,11 @@ class OomolConnectError(Exception):
 
     ``task_id`` names the task the error is about when there is one: a run that fails after
     its task was created (a failed task, a timeout, a server that went away) says which.
+    ``server`` names the server (its base URL) of a failed run in a ``ServerPool``'s batch.
     """
 
     task_id: str | None = None
+    server: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

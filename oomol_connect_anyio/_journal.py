@@ -91,6 +91,7 @@ class JournalEntry:
     """Wall-clock seconds since the epoch when the create was about to be sent."""
     task_id: str | None = None
     server: str | None = None
+    """The base URL the create went to (batches over several servers record it)."""
     outcome: dict[str, Any] | None = None
     """``{"ok": True, "result": ...}`` or ``{"ok": False, "error_type", "message", "task_id"}``."""
 
@@ -175,11 +176,16 @@ class Journal:
             )
         return entry
 
-    def record_intent(self, index: int, digest: str) -> JournalEntry:
-        """Record that the create for ``index`` is about to be sent (a fresh attempt)."""
-        entry = JournalEntry(index, digest, time.time())
+    def record_intent(self, index: int, digest: str, server: str | None = None) -> JournalEntry:
+        """Record that the create for ``index`` is about to be sent (a fresh attempt), to
+        ``server`` (a base URL) when a batch spreads over several: a resume looks for the
+        task of an interrupted create there."""
+        entry = JournalEntry(index, digest, time.time(), server=server)
         self.entries[index] = entry
-        self._write({"i": index, "e": "intent", "h": digest, "t": entry.intent_at})
+        line: dict[str, Any] = {"i": index, "e": "intent", "h": digest, "t": entry.intent_at}
+        if server is not None:
+            line["server"] = server
+        self._write(line)
         return entry
 
     def record_task(self, index: int, task_id: str, server: str | None = None) -> None:
@@ -198,7 +204,7 @@ class Journal:
     def record_interrupted(self, index: int) -> None:
         """The task of ``index`` was stopped unfinished: a resume creates it again."""
         entry = self._known(index)
-        entry.task_id = entry.server = None
+        entry.task_id = None
         self._write({"i": index, "e": "interrupted"})
 
     async def sync(self) -> None:
@@ -305,7 +311,10 @@ def _apply(entries: dict[int, JournalEntry], record: Any, path: Path, number: in
 def _apply_record(entries: dict[int, JournalEntry], record: Any) -> None:
     index, event = int(record["i"]), record["e"]
     if event == "intent":
-        entries[index] = JournalEntry(index, str(record["h"]), float(record["t"]))
+        server = record.get("server")
+        entries[index] = JournalEntry(
+            index, str(record["h"]), float(record["t"]), server=server and str(server)
+        )
         return
     entry = entries[index]
     if event == "task":
@@ -313,6 +322,6 @@ def _apply_record(entries: dict[int, JournalEntry], record: Any) -> None:
     elif event == "outcome":
         entry.outcome = dict(record["o"])
     elif event == "interrupted":
-        entry.task_id = entry.server = None
+        entry.task_id = None
     else:
         raise ValueError(f"unknown event {event!r}")

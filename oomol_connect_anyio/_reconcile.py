@@ -112,3 +112,14 @@ def may_send_again(error: Exception) -> bool:
     return not isinstance(error, ConnectionError) or not isinstance(
         error.__cause__, httpx.TimeoutException
     )
+
+
+def never_created(error: BaseException) -> bool:
+    """Whether a failed create certainly made no task, and failed because of the server, not
+    the request: refused or cut before it was sent, or a 502/503/504 that says it was not
+    taken. A batch over several servers sends such a create to another server."""
+    if not isinstance(error, (ApiError, ConnectionError)) or error.task_id is not None:
+        return False
+    if isinstance(error, ApiError) and error.status not in (502, 503, 504):
+        return False
+    return not may_have_been_taken(error)

@@ -16,7 +16,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._concurrency import STOP_DEADLINE, add_note, call, single_error
 from ._durable import DurableRuns
+from ._errors import OomolConnectError
 from ._inputs import build_create_payload
 from ._journal import Journal
 from ._lifecycle import Lifecycle
@@ -42,6 +43,8 @@ from ._types import (
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class BatchPollingOptions(PollingSchedule, total=False):
@@ -83,6 +86,52 @@ DEFAULT_CONCURRENCY = 8
 _END = object()
 
 
+class Placement(Protocol):
+    """Which server each run of a batch goes to: one client's, or a ``ServerPool``'s."""
+
+    @property
+    def lifecycles(self) -> Sequence[Lifecycle]:
+        """Every server's lifecycle (the first one's retry policy paces the batch)."""
+
+    @property
+    def names_servers(self) -> bool:
+        """Whether outcomes say which server ran them (``RunResult["server"]``)."""
+
+    @property
+    def default_concurrency(self) -> int:
+        """A batch's limit when it sets none."""
+
+    async def acquire(self, token: object, pinned: str | None, budget: float) -> Lifecycle:
+        """A server for one run (``pinned``: the base URL it must run on), holding its
+        place there for ``token``; ``budget``: how long to wait when every server is down."""
+
+    def release(self, token: object, lifecycle: Lifecycle) -> None:
+        """The run holding ``token`` on ``lifecycle``'s server has ended."""
+
+    def failed(self, lifecycle: Lifecycle, error: Exception) -> bool:
+        """Take a run's failure into account; ``True`` when its create made nothing and
+        it may be sent to another server."""
+
+
+class OneServer:
+    """The placement of one client's batches: every run on its server."""
+
+    names_servers = False
+    default_concurrency = DEFAULT_CONCURRENCY
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycles = (lifecycle,)
+
+    async def acquire(self, token: object, pinned: str | None, budget: float) -> Lifecycle:
+        return self.lifecycles[0]
+
+    def release(self, token: object, lifecycle: Lifecycle) -> None:
+        pass
+
+    def failed(self, lifecycle: Lifecycle, error: Exception) -> bool:
+        return False
+
+
 class RunMany:
     """One batch: a feeder pulls requests lazily and starts one run per free slot.
 
@@ -96,7 +145,7 @@ class RunMany:
 
     def __init__(
         self,
-        lifecycle: Lifecycle,
+        placement: Lifecycle | Placement,
         requests: Requests,
         *,
         return_exceptions: bool,
@@ -108,7 +157,7 @@ class RunMany:
         retry_failed: bool = False,
         adaptive_concurrency: bool = False,
     ) -> None:
-        self._lifecycle = lifecycle
+        self._placement = OneServer(placement) if isinstance(placement, Lifecycle) else placement
         self._journal_arg = _check_journal(journal)
         if not isinstance(retry_failed, bool):
             raise TypeError(f"retry_failed must be a bool, not {retry_failed!r}")
@@ -118,7 +167,9 @@ class RunMany:
         self._durable: DurableRuns | None = None
         self._source, self._close_source = _open_source(requests)
         self._sequence = requests if isinstance(requests, Sequence) else None
-        self._limiter_arg = _check_limits(max_concurrency, limiter)
+        self._limiter_arg = _check_limits(
+            max_concurrency, limiter, self._placement.default_concurrency
+        )
         self._polling = parse_polling(
             cast("Mapping[str, Any]", polling_options), stop_on_cancel=True
         )
@@ -150,7 +201,7 @@ class RunMany:
         limit = self._limiter_arg
         self._limiter = anyio.CapacityLimiter(limit) if isinstance(limit, int) else limit
         self._slots = anyio.CapacityLimiter(self._limiter.total_tokens)
-        retry = self._lifecycle.api.transport.retry
+        retry = self._placement.lifecycles[0].api.transport.retry
         self._pressure = BatchPressure(
             retry, self._limiter.total_tokens, adaptive=self._adaptive
         )
@@ -161,7 +212,7 @@ class RunMany:
                     journal = await stack.enter_async_context(Journal.open(journal))
                 if journal is not None:
                     self._durable = DurableRuns(
-                        self._lifecycle, journal, retry_failed=self._retry_failed
+                        self._placement.lifecycles, journal, retry_failed=self._retry_failed
                     )
                     self._check_sequence()
                 async with self._batch() as outcomes:
@@ -255,7 +306,7 @@ class RunMany:
     ) -> None:
         async with send:
             try:
-                outcome: Outcome = await self._run_one(index, request)
+                outcome: Outcome = await self._run_one(index, request, token)
             except Exception as exc:
                 outcome = exc
             finally:
@@ -263,16 +314,45 @@ class RunMany:
                 self._pressure.release()
             await self._finish(index, outcome, token, send)
 
-    async def _run_one(self, index: int, request: CreateTaskRequest) -> RunResult:
+    async def _run_one(self, index: int, request: CreateTaskRequest, token: object) -> RunResult:
+        """Run one request on the server the placement gives it; a create that made
+        nothing on a failing server goes to another one."""
         polling = dataclasses.replace(
             self._polling,
             on_progress=_with_index(self._polling.on_progress, index),
             on_log=_with_index(self._polling.on_log, index),
         )
-        if self._durable is not None:
-            return await self._durable.run(index, request, polling, self._shields)
-        call = self._lifecycle.json_call(request)
-        return await self._lifecycle.run(call, polling, self._shields)
+        durable, placement = self._durable, self._placement
+        if durable is not None:
+            recorded = durable.recorded(index, request, with_server=placement.names_servers)
+            if recorded is not None:
+                return recorded
+        pinned = None if durable is None else durable.pinned(index)
+        moved = False
+        while True:
+            lifecycle = await placement.acquire(token, pinned, polling.poll_error_budget)
+            try:
+                if durable is not None:
+                    result = await durable.run(
+                        index, request, polling, lifecycle, self._shields,
+                        may_move=pinned is None, moved=moved,
+                    )
+                else:
+                    result = await lifecycle.run(
+                        lifecycle.json_call(request), polling, self._shields
+                    )
+            except Exception as exc:
+                if pinned is None and placement.failed(lifecycle, exc):
+                    moved = True
+                    continue
+                if placement.names_servers:
+                    _name_server(exc, lifecycle)
+                raise
+            finally:
+                placement.release(token, lifecycle)
+            if placement.names_servers:
+                result["server"] = lifecycle.api.transport.base_url
+            return result
 
     async def _finish(self, index: int, outcome: Outcome, token: object, send: Sender) -> None:
         """Hand an outcome over (or fail fast), then free the request's slot."""
@@ -308,6 +388,116 @@ class RunMany:
             self._group.cancel_scope.cancel()
 
 
+class BatchMethods:
+    """``run_many`` and ``run_many_iter``, for a client's tasks and for a ``ServerPool``:
+    the one thing that differs is where the runs go (``_batch_placement``)."""
+
+    def _batch_placement(self) -> Lifecycle | Placement:
+        raise NotImplementedError
+
+    @overload
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        return_exceptions: Literal[False] = False,
+        on_result: OnResult | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> ResultList: ...
+
+    @overload
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        return_exceptions: bool,
+        on_result: OnResult | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> OutcomeList: ...
+
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        return_exceptions: bool = False,
+        on_result: OnResult | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> OutcomeList | ResultList:
+        """``run`` every request, at most ``max_concurrency`` (default 8) at a time.
+
+        ``requests`` is any iterable or async iterable, pulled lazily; a list or
+        tuple is validated whole first. ``limiter`` (an ``anyio.CapacityLimiter``)
+        replaces ``max_concurrency`` and may be shared by several calls.
+        ``polling_options`` apply to every run; its ``on_progress``/``on_log`` are
+        called as ``callback(index, item)``. ``on_result(index, outcome)`` (plain
+        or async) is called, one at a time, as each run ends; an error it raises
+        stops the batch and propagates. ``max_per_second`` spaces task creations.
+        A 429 (or an error with ``Retry-After``) to any request of the batch pauses
+        its new creates for that long; ``adaptive_concurrency=True`` also narrows the
+        batch's window of runs on 429/503 and widens it back, within [1, limit].
+
+        Returns the outcomes in input order. By default the first failure cancels
+        the other runs, stops their remote tasks, and is raised as an
+        ``ExceptionGroup`` of the real errors: catch it with
+        ``except* TaskFailedError`` (3.11+) or ``with exceptiongroup.catch({...})``
+        (3.10); each error carries a note naming its request. With
+        ``return_exceptions=True`` every request runs and a failed one's item is
+        its exception. A cancellation (or a timeout) around the call stops every
+        remote task it created (unless ``stop_on_cancel`` is set to False).
+        """
+        batch = RunMany(
+            self._batch_placement(), requests, return_exceptions=return_exceptions, **options
+        )
+        return await batch.collect(on_result)
+
+    @overload
+    def run_many_iter(
+        self,
+        requests: Requests,
+        *,
+        return_exceptions: Literal[False] = False,
+        **options: Unpack[BatchOptions],
+    ) -> ResultStream: ...
+
+    @overload
+    def run_many_iter(
+        self, requests: Requests, *, return_exceptions: bool, **options: Unpack[BatchOptions]
+    ) -> OutcomeStream: ...
+
+    def run_many_iter(
+        self,
+        requests: Requests,
+        *,
+        return_exceptions: bool = False,
+        **options: Unpack[BatchOptions],
+    ) -> OutcomeStream | ResultStream:
+        """As ``run_many``, as a context manager yielding ``(index, outcome)`` as runs end::
+
+            async with client.tasks.run_many_iter(requests) as outcomes:
+                async for index, outcome in outcomes:
+                    ...
+
+        A context manager, not an async generator: the runs live in a task
+        group, which must be entered and left by the same task, and an async
+        generator's cleanup may run in another task, late, or never. Leaving
+        the block (``break``, an error, a cancellation) cancels the runs still
+        going and stops their remote tasks before it exits. Arguments are
+        checked here, before the block. A finished run's outcome waits to be
+        taken, holding a slot of the batch (not the limiter's token), so a slow
+        consumer slows the batch.
+        """
+        return RunMany(
+            self._batch_placement(), requests, return_exceptions=return_exceptions, **options
+        ).open()
+
+
+def _name_server(error: Exception, lifecycle: Lifecycle) -> None:
+    server = lifecycle.api.transport.base_url
+    if isinstance(error, OomolConnectError):
+        error.server = server
+    add_note(error, f"(on server {server})")
+
+
 def _with_index(callback: Callable[[Any], Any] | None, index: int) -> Callable[[Any], Any] | None:
     if callback is None:
         return None
@@ -319,7 +509,7 @@ def _with_index(callback: Callable[[Any], Any] | None, index: int) -> Callable[[
 
 
 def _check_limits(
-    max_concurrency: int | None, limiter: anyio.CapacityLimiter | None
+    max_concurrency: int | None, limiter: anyio.CapacityLimiter | None, default: int
 ) -> int | anyio.CapacityLimiter:
     if limiter is not None:
         if max_concurrency is not None:
@@ -328,7 +518,7 @@ def _check_limits(
             raise TypeError(f"limiter must be an anyio.CapacityLimiter, not {limiter!r}")
         return limiter
     if max_concurrency is None:
-        return DEFAULT_CONCURRENCY
+        return default
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
         raise TypeError(f"max_concurrency must be an int, not {max_concurrency!r}")
     if max_concurrency < 1:

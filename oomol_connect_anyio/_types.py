@@ -154,9 +154,11 @@ class _RunResultFields(TypedDict):
 
 
 class RunResult(_RunResultFields, total=False):
-    """What ``tasks.run`` returns; ``stats`` tells what the wait cost."""
+    """What ``tasks.run`` returns; ``stats`` tells what the wait cost; ``server`` (the base
+    URL) which server ran it, in the outcomes of a ``ServerPool``'s batch."""
 
     stats: WaitStats
+    server: str
 
 
 class BackoffStrategy(str, enum.Enum):

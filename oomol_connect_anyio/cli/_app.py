@@ -16,6 +16,7 @@ from .. import AuthenticationError, ConnectionError, RequestTimeoutError
 from ._bounds import EndedEarly, Interrupted, run_bounded
 from ._errors import Exit, UsageError, exit_code, primary_error
 from ._ledger import Ledger
+from ._options import ENV_BASE_URL, base_urls
 from ._parser import build_parser
 from ._render import Output
 
@@ -28,8 +29,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args.parser = parser
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("--backend trio needs trio: pip install 'oomol-connect-anyio[trio]'")
-    if args.base_url is not None and not args.base_url.strip():
-        raise UsageError("--base-url is empty (omit it for $OOMOL_CONNECT_BASE_URL or localhost)")
+    args.base_urls = base_urls(args.base_url, os.environ.get(ENV_BASE_URL))
     return args
 
 

@@ -21,7 +21,7 @@ from ._inputs import (
     readable_file,
     task_id,
 )
-from ._options import positive_float, positive_int
+from ._options import positive_float, positive_int, shard
 from ._render import PROG
 from ._run import run
 from ._run_many import run_many
@@ -44,8 +44,10 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
     group = parser.add_argument_group("global options (before or after the command)")
     group.add_argument(
-        "--base-url", default=default(None), metavar="URL",
-        help="server URL (default: $OOMOL_CONNECT_BASE_URL or http://localhost:3000/api)",
+        "--base-url", action="append", default=default(None), metavar="URL",
+        help="server URL (default: $OOMOL_CONNECT_BASE_URL or http://localhost:3000/api); "
+        "run-many takes it several times (or a comma-separated $OOMOL_CONNECT_BASE_URL) "
+        "to spread its jobs over those servers",
     )
     group.add_argument(
         "--token", default=default(None),
@@ -133,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome indexes count its jobs from 0, error messages its lines from 1",
     )
     p.add_argument("-c", "--concurrency", type=positive_int, default=8, metavar="N",
-                   help="tasks running at once (default: 8)")
+                   help="tasks running at once on each server (default: 8)")
+    p.add_argument(
+        "--shard", type=shard, metavar="I/N",
+        help="run only the jobs whose 0-based index is I modulo N (outcome indexes stay "
+        "those of the whole file), so that N machines split one batch; give each its "
+        "own --journal",
+    )
     p.add_argument(
         "-o", "--output", metavar="OUT.jsonl",
         help="write outcomes there (the summary then goes to stdout); "

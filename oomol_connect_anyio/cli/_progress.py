@@ -7,8 +7,10 @@ of the run, not decoration); status and progress are left out.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
+import httpx
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -160,6 +162,7 @@ class BatchBar(_Display):
         self.done = 0
         self.failed = 0
         self._running: set[int] = set()
+        self._servers: Counter[str] = Counter()  # finished runs per server, over several
         self._began = time.monotonic()
         self._said = self._began
         if out.interactive:
@@ -169,7 +172,7 @@ class BatchBar(_Display):
                 MofNCompleteColumn(),
                 TextColumn(
                     "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
-                    "[cyan]{task.fields[running]} running[/]"
+                    "[cyan]{task.fields[running]} running[/]{task.fields[servers]}"
                 ),
                 _RateColumn(),
                 TimeRemainingColumn(),
@@ -177,7 +180,9 @@ class BatchBar(_Display):
                 # Outcome lines for a terminal are printed above the bar; piped, they bypass it.
                 redirect_stdout=out.stdout.is_terminal,
             )
-            self._bar = self._live.add_task("run-many", total=total, ok=0, failed=0, running=0)
+            self._bar = self._live.add_task(
+                "run-many", total=total, ok=0, failed=0, running=0, servers=""
+            )
 
     @property
     def running(self) -> int:
@@ -189,17 +194,27 @@ class BatchBar(_Display):
             self._running.add(index)
             self._update()
 
-    def finished(self, index: int, ok: bool) -> None:
+    def finished(self, index: int, ok: bool, server: str | None = None) -> None:
+        """A job's outcome is in (``server``: where it ran, in a batch over several)."""
         self._running.discard(index)
         self.done += 1
         self.failed += not ok
+        if server is not None:
+            self._servers[server] += 1
         self._update()
+
+    def _per_server(self) -> str:
+        """`` | host:port N, ...``: the runs finished on each server, when there are several."""
+        if not self._servers:
+            return ""
+        counts = (f"{httpx.URL(url).netloc.decode()} {n}" for url, n in self._servers.items())
+        return " | " + ", ".join(counts)
 
     def _update(self) -> None:
         if isinstance(self._live, Progress):
             self._live.update(
                 self._bar, completed=self.done, ok=self.done - self.failed,
-                failed=self.failed, running=self.running,
+                failed=self.failed, running=self.running, servers=self._per_server(),
             )
             return
         now = time.monotonic()
@@ -208,5 +223,5 @@ class BatchBar(_Display):
             rate = self.done / max(now - self._began, 1e-9)
             self._out.note(
                 f"run-many: {self.done}/{self.total} done, {self.failed} failed, "
-                f"{self.running} running, {rate:.1f}/s"
+                f"{self.running} running, {rate:.1f}/s{self._per_server()}"
             )

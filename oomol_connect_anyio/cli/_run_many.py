@@ -21,7 +21,8 @@ from anyio import AsyncFile
 if sys.version_info < (3, 11):
     pass
 
-from .. import JournalError, RunResult, Task, WaitStats
+from .. import JournalError, RunResult, ServerPool, Task, WaitStats
+from ..resources.tasks import Tasks
 from ._errors import Exit, UsageError
 from ._options import open_client, polling_options
 from ._progress import BatchBar
@@ -41,6 +42,8 @@ class Summary:
     began: float = field(default_factory=time.monotonic)
     polls: list[int] = field(default_factory=list)
     detection_ms: list[float] = field(default_factory=list)
+    servers: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per server (a batch over several): how many of its runs succeeded and failed."""
 
     def add_stats(self, stats: WaitStats) -> None:
         """Keep what polling cost for one successful run."""
@@ -69,6 +72,11 @@ class Summary:
             "detection_ms_p95": _percentile(self.detection_ms, 0.95),
             "output": self.output,
         }
+        if self.servers:
+            document["servers"] = {
+                url: {"succeeded": counts["ok"], "failed": counts["failed"]}
+                for url, counts in self.servers.items()
+            }
         if self.aborted is not None:
             document["aborted"] = self.aborted
         return document
@@ -82,10 +90,17 @@ def _percentile(values: list[float], share: float) -> float | None:
 
 
 def outcome_line(index: int, outcome: RunResult | Exception) -> dict[str, Any]:
-    """The JSON line of one job's outcome."""
+    """The JSON line of one job's outcome (``server`` in a batch over several)."""
     if isinstance(outcome, Exception):
-        return {"index": index, **failure_fields(outcome)}
-    return {"index": index, "ok": True, "task_id": outcome["task_id"], "result": outcome["result"]}
+        line = {"index": index, **failure_fields(outcome)}
+        server = getattr(outcome, "server", None)
+    else:
+        line = {"index": index, "ok": True, "task_id": outcome["task_id"],
+                "result": outcome["result"]}
+        server = outcome.get("server")
+    if server is not None:
+        line["server"] = server
+    return line
 
 
 class _Stdout:
@@ -192,21 +207,27 @@ def _same_file(a: str, b: str) -> bool:
 
 
 class _Recorder:
-    """Writes each outcome as a JSON line, and counts it in the summary and the bar."""
+    """Writes each outcome as a JSON line, and counts it in the summary and the bar.
+
+    The batch counts its own jobs from 0; ``jobs[k]`` is the index in the jobs file of its
+    job ``k`` (a shard runs every Nth job of the file).
+    """
 
     def __init__(
-        self, sink: Sink, summary: Summary, bar: BatchBar, written: set[int] | None = None
+        self, sink: Sink, summary: Summary, bar: BatchBar, jobs: range, written: set[int]
     ) -> None:
         self._sink = sink
-        self._written = written or set()
+        self._written = written
         self._summary = summary
         self._bar = bar
+        self._jobs = jobs
 
-    def started(self, index: int, task: Task) -> None:
+    def started(self, job: int, task: Task) -> None:
         """``on_progress`` of the batch: remember which job each task belongs to."""
-        self._bar.started(index, task)
+        self._bar.started(self._jobs[job], task)
 
-    async def record(self, index: int, outcome: RunResult | Exception) -> None:
+    async def record(self, job: int, outcome: RunResult | Exception) -> None:
+        index = self._jobs[job]
         line = outcome_line(index, outcome)
         if index not in self._written:  # a resumed batch writes each job's line once
             with anyio.CancelScope(shield=True):  # an outcome received is an outcome written
@@ -219,26 +240,44 @@ class _Recorder:
                 self._summary.add_stats(outcome["stats"])
         else:
             self._summary.errors[line["error_type"]] += 1
-        self._bar.finished(index, line["ok"])
+        if "server" in line:
+            self._summary.servers.setdefault(line["server"], Counter())[
+                "ok" if line["ok"] else "failed"
+            ] += 1
+        self._bar.finished(index, line["ok"], line.get("server"))
+
+@asynccontextmanager
+async def _servers(args: argparse.Namespace) -> AsyncIterator[Tasks | ServerPool]:
+    """What runs the batch: the one server's client, or a pool of several (``-c`` each)."""
+    if len(args.base_urls) <= 1:
+        async with open_client(args) as client:
+            yield client.tasks
+        return
+    clients = [open_client(args, url) for url in args.base_urls]
+    async with ServerPool(clients, max_concurrency_per_server=args.concurrency) as pool:
+        yield pool
+
 
 async def run_many(args: argparse.Namespace, out: Output) -> int:
-    jobs = args.jobs.requests
     check_files(args)
+    index, count = args.shard or (0, 1)
+    picked = range(index, len(args.jobs.requests), count)  # every job without --shard
+    jobs = [args.jobs.requests[i] for i in picked]
     summary = Summary(total=len(jobs), output=args.output or "stdout")
     bar = BatchBar(out, len(jobs))
     async with (
-        open_client(args) as client,
+        _servers(args) as servers,
         _sink(args.output, resume=args.resume, retry_failed=args.retry_failed) as (
             sink, written
         ),
     ):
-        recorder = _Recorder(sink, summary, bar, written)
+        recorder = _Recorder(sink, summary, bar, picked, written)
         refused = False
         first_failure: Exception | None = None
         try:
-            batch = client.tasks.run_many_iter(
+            batch = servers.run_many_iter(
                 jobs,
-                max_concurrency=args.concurrency,
+                max_concurrency=args.concurrency if len(args.base_urls) <= 1 else None,
                 polling_options=polling_options(args, on_progress=recorder.started),
                 return_exceptions=True,  # --fail-fast stops at the first failure itself
                 journal=args.journal,
@@ -307,6 +346,8 @@ def _report(out: Output, summary: Summary, *, stdout: bool) -> None:
         ("completion seen after", _latency(document)),
         ("outcomes", document["output"]),
     ]
+    for url, counts in document.get("servers", {}).items():
+        rows.append((url, f"{counts['succeeded']} succeeded, {counts['failed']} failed"))
     if summary.aborted is not None:
         rows.append(("aborted", summary.aborted))
     out.table(make_table("run-many summary", None, rows), stderr=not stdout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -14,16 +14,7 @@ from .._concurrency import single_error
 from .._lifecycle import Lifecycle
 from .._multipart import Files
 from .._options import parse_polling
-from .._run_many import (
-    BatchOptions,
-    OnResult,
-    OutcomeList,
-    OutcomeStream,
-    Requests,
-    ResultList,
-    ResultStream,
-    RunMany,
-)
+from .._run_many import BatchMethods
 from .._task_api import TaskEndpoints
 from .._task_wait import TaskEvent, TaskWait
 from .._transport import Transport
@@ -38,15 +29,18 @@ from .._types import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    pass
 
 Logs = list[TaskLog]
 
 
-class Tasks:
+class Tasks(BatchMethods):
     def __init__(self, transport: Transport, lifecycle: Lifecycle | None = None) -> None:
         self._lifecycle = lifecycle or Lifecycle(TaskEndpoints(transport))
         self._api = self._lifecycle.api
+
+    def _batch_placement(self) -> Lifecycle:
+        return self._lifecycle
 
     @property
     def polling_model(self) -> PollingModel:
@@ -154,96 +148,3 @@ class Tasks:
                 group.start_soon(produce)
                 yield receive
                 group.cancel_scope.cancel()
-
-    @overload
-    async def run_many(
-        self,
-        requests: Requests,
-        *,
-        return_exceptions: Literal[False] = False,
-        on_result: OnResult | None = None,
-        **options: Unpack[BatchOptions],
-    ) -> ResultList: ...
-
-    @overload
-    async def run_many(
-        self,
-        requests: Requests,
-        *,
-        return_exceptions: bool,
-        on_result: OnResult | None = None,
-        **options: Unpack[BatchOptions],
-    ) -> OutcomeList: ...
-
-    async def run_many(
-        self,
-        requests: Requests,
-        *,
-        return_exceptions: bool = False,
-        on_result: OnResult | None = None,
-        **options: Unpack[BatchOptions],
-    ) -> OutcomeList | ResultList:
-        """``run`` every request, at most ``max_concurrency`` (default 8) at a time.
-
-        ``requests`` is any iterable or async iterable, pulled lazily; a list or
-        tuple is validated whole first. ``limiter`` (an ``anyio.CapacityLimiter``)
-        replaces ``max_concurrency`` and may be shared by several calls.
-        ``polling_options`` apply to every run; its ``on_progress``/``on_log`` are
-        called as ``callback(index, item)``. ``on_result(index, outcome)`` (plain
-        or async) is called, one at a time, as each run ends; an error it raises
-        stops the batch and propagates. ``max_per_second`` spaces task creations.
-        A 429 (or an error with ``Retry-After``) to any request of the batch pauses
-        its new creates for that long; ``adaptive_concurrency=True`` also narrows the
-        batch's window of runs on 429/503 and widens it back, within [1, limit].
-
-        Returns the outcomes in input order. By default the first failure cancels
-        the other runs, stops their remote tasks, and is raised as an
-        ``ExceptionGroup`` of the real errors: catch it with
-        ``except* TaskFailedError`` (3.11+) or ``with exceptiongroup.catch({...})``
-        (3.10); each error carries a note naming its request. With
-        ``return_exceptions=True`` every request runs and a failed one's item is
-        its exception. A cancellation (or a timeout) around the call stops every
-        remote task it created (unless ``stop_on_cancel`` is set to False).
-        """
-        batch = RunMany(self._lifecycle, requests, return_exceptions=return_exceptions, **options)
-        return await batch.collect(on_result)
-
-    @overload
-    def run_many_iter(
-        self,
-        requests: Requests,
-        *,
-        return_exceptions: Literal[False] = False,
-        **options: Unpack[BatchOptions],
-    ) -> ResultStream: ...
-
-    @overload
-    def run_many_iter(
-        self, requests: Requests, *, return_exceptions: bool, **options: Unpack[BatchOptions]
-    ) -> OutcomeStream: ...
-
-    def run_many_iter(
-        self,
-        requests: Requests,
-        *,
-        return_exceptions: bool = False,
-        **options: Unpack[BatchOptions],
-    ) -> OutcomeStream | ResultStream:
-        """As ``run_many``, as a context manager yielding ``(index, outcome)`` as runs end::
-
-            async with client.tasks.run_many_iter(requests) as outcomes:
-                async for index, outcome in outcomes:
-                    ...
-
-        A context manager, not an async generator: the runs live in a task
-        group, which must be entered and left by the same task, and an async
-        generator's cleanup may run in another task, late, or never. Leaving
-        the block (``break``, an error, a cancellation) cancels the runs still
-        going and stops their remote tasks before it exits. Arguments are
-        checked here, before the block. A finished run's outcome waits to be
-        taken, holding a slot of the batch (not the limiter's token), so a slow
-        consumer slows the batch.
-        """
-        return RunMany(
-            self._lifecycle, requests, return_exceptions=return_exceptions, **options
-        ).open()
