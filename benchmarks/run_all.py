@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # a few minutes; rewrites the README's results
     python benchmarks/run_all.py --quick    # seconds per script (a smoke test); README untouched
     python benchmarks/run_all.py --only bench_timeout,bench_cancel --no-readme
+    python benchmarks/run_all.py --only bench_pool && python benchmarks/run_all.py --render
 
 Each script runs in its own process and starts its own emulator process; their JSON
 reports are kept in ``benchmarks/results/`` (``--out``), and the Markdown between the
@@ -33,6 +34,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_adaptive", []),
     ("bench_journal", []),
     ("bench_backoff", []),
+    ("bench_pool", []),
 ]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -45,9 +47,15 @@ def main() -> int:
     p.add_argument("--no-readme", dest="readme", action="store_false",
                    help="do not rewrite benchmarks/README.md")
     p.add_argument("--server", choices=["auto", "uvicorn", "hypercorn"], default="auto")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite the README's results from the JSON reports in "
+                   "--out (after rerunning some scripts with --only)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        _write_readme([json.loads((out / f"{name}.json").read_text()) for name, _ in SCRIPTS])
+        return 0
     chosen = [(name, extra) for name, extra in SCRIPTS
               if not args.only or name in args.only.split(",")]
     failed = []

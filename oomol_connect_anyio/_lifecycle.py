@@ -290,7 +290,9 @@ class Lifecycle:
             adopted, uncertain = await self.find_created(call, sent_at_ms, call.lookup_budget)
         except Exception as exc:  # the create's own error is the one to raise
             add_note(error, f"(looking the task up failed too: {exc})")
-            raise error from exc
+            # Its cause stays the create's own failure (a lost answer, which says the task
+            # may exist): the lookup's error is its context only.
+            raise error  # noqa: B904
         if adopted is not None:
             logger.info("adopted task %s, created by a create whose answer was lost", adopted["id"])
             return adopted

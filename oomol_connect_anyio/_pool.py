@@ -149,6 +149,10 @@ class ServerPool(BatchMethods):
         return self.max_concurrency_per_server * len(self.clients)
 
     @property
+    def size(self) -> int:
+        return len(self.clients)
+
+    @property
     def lifecycles(self) -> list[Lifecycle]:
         return [server.lifecycle for server in self._servers]
 

@@ -116,10 +116,10 @@ def may_send_again(error: Exception) -> bool:
 
 def never_created(error: BaseException) -> bool:
     """Whether a failed create certainly made no task, and failed because of the server, not
-    the request: refused or cut before it was sent, or a 502/503/504 that says it was not
-    taken. A batch over several servers sends such a create to another server."""
+    the request: refused or cut before it was sent, a 429, or a 502/503/504 that says it was
+    not taken. A batch over several servers sends such a create to another server."""
     if not isinstance(error, (ApiError, ConnectionError)) or error.task_id is not None:
         return False
-    if isinstance(error, ApiError) and error.status not in (502, 503, 504):
+    if isinstance(error, ApiError) and error.status not in (429, 502, 503, 504):
         return False
     return not may_have_been_taken(error)

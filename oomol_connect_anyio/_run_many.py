@@ -101,6 +101,10 @@ class Placement(Protocol):
     def default_concurrency(self) -> int:
         """A batch's limit when it sets none."""
 
+    @property
+    def size(self) -> int:
+        """How many servers: how often a run's create may move to another one."""
+
     async def acquire(self, token: object, pinned: str | None, budget: float) -> Lifecycle:
         """A server for one run (``pinned``: the base URL it must run on), holding its
         place there for ``token``; ``budget``: how long to wait when every server is down."""
@@ -118,6 +122,7 @@ class OneServer:
 
     names_servers = False
     default_concurrency = DEFAULT_CONCURRENCY
+    size = 1
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycles = (lifecycle,)
@@ -328,22 +333,22 @@ class RunMany:
             if recorded is not None:
                 return recorded
         pinned = None if durable is None else durable.pinned(index)
-        moved = False
+        moves = 0  # bounded: servers that refuse creates yet answer their probes
         while True:
             lifecycle = await placement.acquire(token, pinned, polling.poll_error_budget)
             try:
                 if durable is not None:
                     result = await durable.run(
                         index, request, polling, lifecycle, self._shields,
-                        may_move=pinned is None, moved=moved,
+                        may_move=pinned is None, moved=moves > 0,
                     )
                 else:
                     result = await lifecycle.run(
                         lifecycle.json_call(request), polling, self._shields
                     )
             except Exception as exc:
-                if pinned is None and placement.failed(lifecycle, exc):
-                    moved = True
+                if placement.failed(lifecycle, exc) and pinned is None and moves < placement.size:
+                    moves += 1
                     continue
                 if placement.names_servers:
                     _name_server(exc, lifecycle)

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("polling", "fanout", "timeout", "cancel", "logs", "adaptive", "journal", "backoff")
+SCRIPTS = (
+    "polling", "fanout", "timeout", "cancel", "logs", "adaptive", "journal", "backoff", "pool"
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,17 @@ def test_backoff_runs_every_variant_and_counts_what_the_server_refused(
         assert row["peak active"] <= k, label  # the server's bound
         assert row["429s"] >= row["create 429s"] > 0, label
         assert 1 <= row["mean window"] <= 4 * k, label
+
+
+def test_pool_runs_every_variant_and_spreads_the_batch(
+    reports: dict[str, dict[str, Any]],
+) -> None:
+    report = reports["pool"]
+    found = rows(report)
+    tasks, servers = report["params"]["tasks"], report["params"]["servers"]
+    for backend in ("asyncio", "trio"):
+        shares = found[f"{servers} servers, pool/{backend}"]["per server"].split(" / ")
+        assert len(shares) == servers
+        assert sum(map(int, shares)) == tasks  # the script checks every outcome too
+        assert min(map(int, shares)) >= 0.75 * tasks / servers  # near-even: equal places
+        assert int(found[f"1 server, client/{backend}"]["per server"]) == tasks

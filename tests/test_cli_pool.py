@@ -119,9 +119,9 @@ def test_a_resumed_shard_runs_nothing_twice(urls: list[str], tmp_path: Path) -> 
     jobs = write_jobs(tmp_path / "jobs.jsonl", echoes(marker, 7))
     args = ["--base-url", urls[0], "--base-url", urls[1], *FAST, "run-many", jobs,
             "--shard", "1/2", "--journal", str(tmp_path / "b.journal"),
-            "-o", str(tmp_path / "out.jsonl")]
-    assert spawn(*args).returncode == 0
-    again = spawn(*args, "--resume")
+            "-o", str(tmp_path / "out.jsonl"), "--resume"]  # as a job array's retried pod
+    assert spawn(*args).returncode == 0  # no journal yet: --resume starts it
+    again = spawn(*args)
     assert again.returncode == 0, again.stderr
     lines = lines_of((tmp_path / "out.jsonl").read_text())
     assert sorted(line["index"] for line in lines) == [1, 3, 5]

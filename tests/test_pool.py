@@ -17,19 +17,23 @@ from helpers import our_running_tasks
 from oomol_connect_anyio import (
     ConnectionError,
     OomolConnectClient,
+    RateLimitError,
     RequestEvent,
     RunResult,
+    ServerError,
     ServerPool,
     TaskFailedError,
 )
 from oomol_connect_anyio._journal import Journal, request_hash
-from oomol_connect_anyio.emulator import Emulator, serve_emulator
+from oomol_connect_anyio._reconcile import never_created
+from oomol_connect_anyio.emulator import Emulator, FaultRule, serve_emulator
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 FAST: Any = {"interval_ms": 20, "backoff_strategy": "fixed"}
 SHORT_OUTAGE: Any = {**FAST, "poll_error_budget_ms": 300}  # 60 s by default: a short test
 TERMINAL = frozenset({"completed", "failed", "stopped"})
@@ -156,7 +160,8 @@ async def test_a_server_killed_mid_batch_costs_only_its_runs(anyio_backend: str)
     for failure in failures:
         assert isinstance(failure, ConnectionError)
         assert failure.server == victim.url
-        assert failure.task_id in victim.emulator.tasks
+        # its task, or (killed while answering a create) none known: never sent elsewhere
+        assert failure.task_id in victim.emulator.tasks or failure.may_have_reached_server
     done = [o for o in outcomes if not isinstance(o, Exception)]
     assert len(done) == 24 - len(failures)
     assert all(result["server"] != victim.url for result in done)
@@ -193,6 +198,52 @@ async def test_every_server_down_fails_after_the_outage_budget(anyio_backend: st
     for outcome in outcomes:
         assert isinstance(outcome, ConnectionError)
         assert "no server of the pool has answered" in str(outcome)
+
+
+async def test_servers_that_refuse_every_create_end_the_run_after_one_try_each(
+    anyio_backend: str,
+) -> None:
+    """Their probes succeed, so they keep coming back: each request moves at most once per
+    server, then fails with the server's answer."""
+    async with servers(2) as started:
+        for server in started:
+            server.emulator.faults.add(FaultRule(
+                route="POST /v1/tasks", error_rate=1.0, error_statuses=(503,),
+                error_retry_after=0.0,
+            ))
+        async with pool_of([s.url for s in started]) as pool:
+            with anyio.fail_after(20):
+                outcomes = await pool.run_many(
+                    [echo(0)], polling_options=SHORT_OUTAGE, return_exceptions=True
+                )
+        sent = sum(s.emulator.stats()["requests"].get("POST /v1/tasks", 0) for s in started)
+    assert isinstance(outcomes[0], ServerError)
+    assert outcomes[0].status == 503
+    assert outcomes[0].server in {s.url for s in started}
+    assert sum(server.created() for server in started) == 0
+    assert sent == 3 * 3  # three placements, each with the transport's two retries
+
+
+@pytest.mark.parametrize(
+    ("error", "moves"),
+    [
+        (ConnectionError("refused"), True),
+        (ConnectionError("cut", may_have_reached_server=True), True),
+        (ServerError(503, "busy", retry_after=1.0), True),
+        (ServerError(503, "maybe taken"), False),
+        (ServerError(502, "bad gateway"), False),
+        (RateLimitError(429, "slow down"), True),
+        (ServerError(500, "bug"), False),
+        (ValueError("bad request"), False),
+    ],
+)
+async def test_which_failed_creates_may_go_to_another_server(
+    anyio_backend: str, error: Exception, moves: bool
+) -> None:
+    assert never_created(error) is moves
+    error_with_task = ConnectionError("refused")
+    error_with_task.task_id = "t-1"
+    assert not never_created(error_with_task)  # a task exists: the run stays
 
 
 async def test_fail_fast_names_the_request_and_its_server(anyio_backend: str) -> None:
@@ -288,3 +339,22 @@ async def test_bad_pools_are_refused_before_any_request(anyio_backend: str) -> N
     with pytest.raises(RuntimeError, match="async with"):
         await ServerPool([client]).run_many([echo(0)])
     await client.aclose()
+
+
+async def test_the_readme_example_runs_as_written(
+    anyio_backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = README[README.index("## More than one server\n") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n")]
+    async with servers(2) as started:
+        code = code.replace("http://connect-1:3000/api", started[0].url)
+        code = code.replace("http://connect-2:3000/api", started[1].url)
+        namespace: dict[str, Any] = {"__name__": "readme"}
+        await anyio.to_thread.run_sync(exec, code.replace("anyio.run(main)", ""), namespace)
+        await namespace["main"]()
+        created = [server.created() for server in started]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 20
+    assert {line.split()[0] for line in lines} == {started[0].url, started[1].url}
+    assert "{'text': 'JOB 0'}" in lines[0]
+    assert created == [10, 10]
