@@ -3,6 +3,7 @@ CLI in a subprocess, and what the emulator has left running."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -11,13 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 CLI = [sys.executable, "-m", "oomol_connect_anyio.cli"]
 FAST = ["--poll-interval", "0.02"]
@@ -153,3 +156,63 @@ def error_document(out: str, code: int) -> dict[str, Any]:
     assert document["ok"] is False
     assert document["exit_code"] == code
     return document
+
+
+Scenario = Callable[..., Any]
+
+
+class Scenarios:
+    """Independent CLI scenarios of one module, started side by side in threads as the
+    module begins; each test then takes its own scenario's outcome.
+
+    A scenario's subprocesses mostly wait (interpreter start-up, a server, a wind-down
+    after a signal), so together they take about as long as the slowest. A scenario makes
+    its own assertions; one that fails is raised again in its test, with its traceback.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(workers)
+        self._futures: dict[str, Future[Any]] = {}
+
+    def start(self, key: str, scenario: Scenario, *args: Any, **kwargs: Any) -> None:
+        self._futures[key] = self._pool.submit(scenario, *args, **kwargs)
+
+    def outcome(self, request: pytest.FixtureRequest) -> Any:
+        """The outcome of the scenario of the test asking (raised again if it failed)."""
+        return self._futures.pop(request.node.nodeid).result()
+
+    def wait(self) -> None:
+        """Wait until every scenario has ended (their outcomes are kept for their tests)."""
+        futures.wait(self._futures.values())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def scenarios_of(
+    request: pytest.FixtureRequest,
+    table: dict[str, Scenario],
+    tmp_path_factory: pytest.TempPathFactory,
+    workers: int = 4,
+    **shared: Any,
+) -> Iterator[Scenarios]:
+    """Start the scenario of each selected test of the asking module named in ``table``
+    (test name -> scenario, slowest first), called with ``tmp_path`` (a fresh folder),
+    the test's parameters and those of ``shared`` it takes."""
+    items = [item for item in request.session.items if item.module is request.module]
+    running = Scenarios(workers)
+    try:
+        for name, scenario in table.items():
+            for item in items:
+                if getattr(item, "originalname", None) != name:
+                    continue
+                callspec = getattr(item, "callspec", None)
+                params = dict(callspec.params) if callspec is not None else {}
+                tmp_path = tmp_path_factory.mktemp(name[:30], numbered=True)
+                wanted = inspect.signature(scenario).parameters
+                given = {key: value for key, value in shared.items() if key in wanted}
+                running.start(item.nodeid, scenario, tmp_path=tmp_path, **given, **params)
+        yield running
+    finally:
+        running.close()

@@ -19,9 +19,11 @@ import pytest
 from cli_support import (
     FAST,
     WAIT_S,
+    Scenarios,
     emulator_process,
     fault_config,
     requests_to,
+    scenarios_of,
     start,
     still_running,
     tasks_marked,
@@ -66,10 +68,11 @@ def command(kind: str, url: str, backend: str, marker: str, tmp_path: Path) -> l
     return [*common, "run-many", jobs, "-c", str(CONCURRENCY), "-o", str(tmp_path / "out.jsonl")]
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("kind", ["run", "run-many"])
-def test_signal_stops_every_task_it_created(
+# Each scenario below runs in a thread, side by side with the others (see ``Scenarios``):
+# each has its own marker or its own emulator, and most of its time is spent waiting.
+
+
+def signal_stops_every_task_it_created(
     url: str, tmp_path: Path, kind: str, variant: str, backend: str
 ) -> None:
     marker = uuid.uuid4().hex
@@ -84,8 +87,7 @@ def test_signal_stops_every_task_it_created(
     assert still_running(url, marker) == []
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_ctrl_c_while_the_create_is_in_flight(tmp_path: Path, backend: str) -> None:
+def ctrl_c_while_the_create_is_in_flight(tmp_path: Path, backend: str) -> None:
     """The create is answered after the Ctrl-C: the task it made is stopped all the same."""
     slow_create = fault_config(tmp_path / "faults.json", {"route": "POST /v1/tasks", "hang": 1.0})
     with emulator_process("--fault-config", slow_create) as url:
@@ -97,8 +99,7 @@ def test_ctrl_c_while_the_create_is_in_flight(tmp_path: Path, backend: str) -> N
         assert still_running(url, marker) == []
 
 
-@pytest.mark.parametrize("variant", ["SIGTERM", SIGINT_3])
-def test_hard_bound_names_the_tasks_that_may_still_run(tmp_path: Path, variant: str) -> None:
+def hard_bound_names_the_tasks_that_may_still_run(tmp_path: Path, variant: str) -> None:
     """Stops that never get an answer: the process ends anyway and says which task may run."""
     hung_stop = fault_config(
         tmp_path / "faults.json", {"route": "POST /v1/tasks/{id}/stop", "hang": 3 * WAIT_S}
@@ -112,7 +113,7 @@ def test_hard_bound_names_the_tasks_that_may_still_run(tmp_path: Path, variant: 
         assert f"these tasks may still run: {task_id}" in last
 
 
-def test_a_create_never_answered_is_named_as_a_task_that_may_exist(tmp_path: Path) -> None:
+def a_create_never_answered_is_named_as_a_task_that_may_exist(tmp_path: Path) -> None:
     """The hard bound (or the client's own) ends the wait for a hung create, and says so."""
     hung_create = fault_config(
         tmp_path / "faults.json", {"route": "POST /v1/tasks", "hang": 3 * WAIT_S}
@@ -125,8 +126,58 @@ def test_a_create_never_answered_is_named_as_a_task_that_may_exist(tmp_path: Pat
         assert "oomol-connect tasks list --status running" in last
 
 
-def test_a_watched_task_is_not_ours_to_stop(url: str) -> None:
-    """``tasks watch`` follows a task it did not create: a signal ends the watch, not the task."""
+SCENARIOS = {  # test -> its scenario, the slowest (the 5 s hard bound) first
+    "test_hard_bound_names_the_tasks_that_may_still_run":
+        hard_bound_names_the_tasks_that_may_still_run,
+    "test_a_create_never_answered_is_named_as_a_task_that_may_exist":
+        a_create_never_answered_is_named_as_a_task_that_may_exist,
+    "test_ctrl_c_while_the_create_is_in_flight": ctrl_c_while_the_create_is_in_flight,
+    "test_signal_stops_every_task_it_created": signal_stops_every_task_it_created,
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    request: pytest.FixtureRequest, url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenarios]:
+    with scenarios_of(request, SCENARIOS, tmp_path_factory, workers=6, url=url) as running:
+        yield running
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("kind", ["run", "run-many"])
+def test_signal_stops_every_task_it_created(
+    scenarios: Scenarios, request: pytest.FixtureRequest, kind: str, variant: str, backend: str
+) -> None:
+    scenarios.outcome(request)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_while_the_create_is_in_flight(
+    scenarios: Scenarios, request: pytest.FixtureRequest, backend: str
+) -> None:
+    scenarios.outcome(request)
+
+
+@pytest.mark.parametrize("variant", ["SIGTERM", SIGINT_3])
+def test_hard_bound_names_the_tasks_that_may_still_run(
+    scenarios: Scenarios, request: pytest.FixtureRequest, variant: str
+) -> None:
+    scenarios.outcome(request)
+
+
+def test_a_create_never_answered_is_named_as_a_task_that_may_exist(
+    scenarios: Scenarios, request: pytest.FixtureRequest
+) -> None:
+    scenarios.outcome(request)
+
+
+def test_a_watched_task_is_not_ours_to_stop(url: str, scenarios: Scenarios) -> None:
+    """``tasks watch`` follows a task it did not create: a signal ends the watch, not the task.
+
+    It counts the emulator's polls, so it runs once the scenarios (which poll it too) ended."""
+    scenarios.wait()
     marker = uuid.uuid4().hex
     body = {"manifest": "demo::sleep", "inputValues": {"seconds": 60, "marker": marker}}
     task_id = httpx.post(f"{url}/v1/tasks", json=body).json()["task"]["id"]
