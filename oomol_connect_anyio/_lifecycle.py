@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import anyio
 import anyio.lowlevel
@@ -53,8 +54,9 @@ class CreateCall:
     send: Callable[[], Awaitable[Task]]
     lookup_budget: float = 0.0
     """Seconds the lookup of a lost answer rides out transient failures beyond the
-    transport's own retries: a run gives its outage budget (``poll_error_budget_ms``), as
-    it would ride out the outage while waiting anyway; a bare ``create()`` none."""
+    transport's own retries, and a create refused for now (429, ``Retry-After``) keeps
+    being asked again: a run gives its outage budget (``poll_error_budget_ms``), as it
+    would ride out the outage while waiting anyway; a bare ``create()`` none."""
 
 
 @dataclass
@@ -252,12 +254,25 @@ class Lifecycle:
         504, 503 without ``Retry-After``) is reconciled: the task is looked up and adopted
         when exactly one matches, and the create is sent again only when none does.
         """
-        resends = 0
+        resends = refusals = 0
+        refused_since: float | None = None
         while True:
             sent_at_ms = time.time() * 1000
             try:
                 task = await self._send(call)
             except (ApiError, ConnectionError) as exc:
+                if _come_back_later(exc):
+                    # Not taken, and the server said when to ask again: a run keeps asking
+                    # within its outage budget, as it rides out missed polls.
+                    now = anyio.current_time()
+                    refused_since = now if refused_since is None else refused_since
+                    delay = self.api.transport.retry.delay(refusals, exc.retry_after)
+                    if now + delay - refused_since < call.lookup_budget:
+                        refusals += 1
+                        logger.debug("create refused for now (%s): asking again", exc)
+                        await anyio.sleep(delay)
+                        continue
+                    raise
                 if not may_have_been_taken(exc):
                     raise
                 found = await self._reconcile_after(exc, call, sent_at_ms)
@@ -470,6 +485,14 @@ class Lifecycle:
             "result": extract_result(waiter.logs),
             "stats": waiter.stats(),
         }
+
+
+def _come_back_later(error: Exception) -> TypeGuard[ApiError]:
+    """A 429, or an error answer with ``Retry-After``: the server did not take the create
+    and said it may later (the transport's own retries of it were spent already)."""
+    return isinstance(error, ApiError) and error.status >= 400 and (
+        error.status == 429 or error.retry_after is not None
+    )
 
 
 def _jittered(attempt: int) -> float:
