@@ -183,6 +183,8 @@ class TaskWait:
                 task = await self._tasks.get(self.task_id)
                 self._check(task)
                 self.last_task = self._observe(task)
+                if self._polling.on_progress is not None:  # what it saw, as every poll
+                    await call(self._polling.on_progress, task)
             except Exception as exc:
                 logger.debug("a last look at task %s failed: %s", self.task_id, exc)
         return self.terminal

@@ -151,6 +151,11 @@ def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
         _, err = child.communicate(timeout=WAIT_S)
     assert child.returncode == 130, err
     assert still_running(url, marker) == []
+    finished = {t["id"] for t in tasks_marked(url, marker) if t["status"] == "completed"}
+    said = one_error_line(err)
+    assert "may still run" not in said, said  # the finished ones were seen at the last look
+    assert not any(task_id in said for task_id in finished), said
+    assert said.count("stopped on the server") == 1, said
     assert outcome_lines(out) == []  # nothing was seen before the interrupt...
     recorded = [json.loads(line) for line in Path(journal).read_text().splitlines()[1:]]
     last = {line["i"]: line["e"] for line in recorded}
