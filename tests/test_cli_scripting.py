@@ -21,11 +21,14 @@ from cli_support import (
     CLI,
     FAST,
     WAIT_S,
+    Scenarios,
+    ahead,
     cli_env,
     emulator_process,
     error_document,
     hanging_server,
     one_error_line,
+    scenarios_of,
     spawn,
     spawn_all,
     write_jobs,
@@ -42,6 +45,16 @@ def url() -> Iterator[str]:
 def hung() -> Iterator[str]:
     with hanging_server() as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenarios]:
+    """Every ``@ahead`` test of the module, side by side: each is a few CLI processes, and
+    none depends on what the others do to the shared emulator."""
+    with scenarios_of(request, {}, tmp_path_factory) as running:
+        yield running
 
 
 def against(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -72,12 +85,14 @@ def created_task(url: str, manifest: str, inputs: dict[str, Any]) -> str:
         ["packages", "install", ""],
     ],
 )
+@ahead
 def test_an_empty_id_is_a_usage_error(url: str, args: list[str]) -> None:
     done = against(url, "--json", *args)
     assert "must not be empty" in one_error_line(done.stderr)
     assert "must not be empty" in error_document(done.stdout, 2)["error"]
 
 
+@ahead
 def test_a_busy_port_is_one_line() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -87,6 +102,7 @@ def test_a_busy_port_is_one_line() -> None:
     assert "cannot listen on 127.0.0.1:" in one_error_line(done.stderr)
 
 
+@ahead
 def test_emulator_help_lists_its_own_options() -> None:
     done = spawn("emulator", "--help")
     assert done.returncode == 0
@@ -98,6 +114,7 @@ def test_emulator_help_lists_its_own_options() -> None:
     assert one_error_line(bad.stderr).startswith("argument --queue-delay")
 
 
+@ahead
 def test_timeout_bounds_a_create_that_is_never_answered(hung: str) -> None:
     done = against(hung, "--json", "run", "demo::echo", "--timeout", "0.5")
     line = one_error_line(done.stderr)
@@ -110,12 +127,14 @@ def test_timeout_bounds_a_create_that_is_never_answered(hung: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["blocks"], ["tasks", "list"], ["packages", "install", "x"]])
+@ahead
 def test_timeout_bounds_every_command(hung: str, args: list[str]) -> None:
     done = against(hung, "--timeout", "0.3", *args)
     assert done.returncode == 5
     assert one_error_line(done.stderr).startswith("timed out after 0.3 s")
 
 
+@ahead
 def test_request_timeout(hung: str) -> None:
     done = against(hung, "--json", "--request-timeout", "0.3", "blocks")
     line = one_error_line(done.stderr)
@@ -124,6 +143,7 @@ def test_request_timeout(hung: str) -> None:
     assert error_document(done.stdout, 7)["error_type"] == "RequestTimeoutError"
 
 
+@ahead
 def test_unreachable_server_json() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -143,6 +163,7 @@ def test_unreachable_server_json() -> None:
         (["run", "demo::echo", "-i", "x"], 2, "UsageError"),
     ],
 )
+@ahead
 def test_json_failures_are_one_document(
     url: str, args: list[str], code: int, error_type: str
 ) -> None:
@@ -151,6 +172,7 @@ def test_json_failures_are_one_document(
     assert error_document(done.stdout, code)["error_type"] == error_type
 
 
+@ahead
 def test_json_failure_names_the_task(url: str) -> None:
     done = against(url, "--json", "run", "demo::fail", "-i", "message=disk on fire")
     document = error_document(done.stdout, 3)
@@ -158,6 +180,7 @@ def test_json_failure_names_the_task(url: str) -> None:
     assert document["task_id"]
 
 
+@ahead
 def test_json_successes_start_with_ok(url: str) -> None:
     task_id = ok_document(against(url, "--json", "run", "demo::upper", "-i", "text=a"))["task_id"]
     commands = (
@@ -169,6 +192,7 @@ def test_json_successes_start_with_ok(url: str) -> None:
         ok_document(done)
 
 
+@ahead
 def test_run_many_json_is_one_object_per_line(url: str, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [
         {"manifest": "demo::echo", "inputValues": {"i": 1}},
@@ -184,6 +208,7 @@ def test_run_many_json_is_one_object_per_line(url: str, tmp_path: Path) -> None:
     assert summary["succeeded"] == 1
 
 
+@ahead
 def test_inputs_are_strings_unless_declared(url: str) -> None:
     done = against(
         url, "--json", "run", "demo::echo", "-i", "ver=1.10", "-i", "e=1e999", "-i", "zip=01234",
@@ -205,12 +230,14 @@ def test_inputs_are_strings_unless_declared(url: str) -> None:
         (["demo::echo", "-i", "n:=1e999"], "needs a JSON value"),
     ],
 )
+@ahead
 def test_bad_inputs(url: str, args: list[str], expected: str) -> None:
     done = against(url, "run", *args)
     assert done.returncode == 2
     assert expected in one_error_line(done.stderr)
 
 
+@ahead
 def test_flow_node_inputs_as_flows_lists_them(url: str) -> None:
     listed = against(url, "flows")
     assert "upper.text" in listed.stdout
@@ -218,6 +245,7 @@ def test_flow_node_inputs_as_flows_lists_them(url: str) -> None:
     assert "HI THERE" in json.dumps(ok_document(done)["result"])
 
 
+@ahead
 def test_tasks_list_filters_names_and_tsv(url: str) -> None:
     stopped = created_task(url, "demo::sleep", {"seconds": 60})
     httpx.post(f"{url}/v1/tasks/{stopped}/stop")
@@ -230,7 +258,8 @@ def test_tasks_list_filters_names_and_tsv(url: str) -> None:
     assert len(ok_document(limited)["tasks"]) == 1
 
 
-def test_tasks_list_fits_80_columns_at_a_terminal(url: str) -> None:
+def test_tasks_list_fits_80_columns_at_a_terminal(url: str, scenarios: Scenarios) -> None:
+    scenarios.wait()  # the newest tasks are then this test's own
     created_task(url, "demo::upper", {"text": "a"})
     env = {**cli_env(), "FORCE_COLOR": "1", "COLUMNS": "80"}  # rich: a terminal, 80 wide
     done = subprocess.run(
@@ -242,9 +271,11 @@ def test_tasks_list_fits_80_columns_at_a_terminal(url: str) -> None:
     rows = [line for line in lines if "demo::" in line]
     assert rows
     assert all(len(line) <= 80 for line in lines)
-    assert all(re.search(r"\d\d-\d\d \d\d:\d\d:\d\d", row) for row in rows)  # unfolded
+    assert all(re.search(r"\d\d-\d\d \d\d:\d\d", row) for row in rows)  # unfolded
+    assert all(row.rstrip().endswith("demo::upper") for row in rows)  # the name unbroken
 
 
+@ahead
 def test_tasks_result_and_watch_exit_by_outcome(url: str) -> None:
     done_id = created_task(url, "demo::upper", {"text": "abc"})
     watched = against(url, "tasks", "watch", done_id)
@@ -261,6 +292,7 @@ def test_tasks_result_and_watch_exit_by_outcome(url: str) -> None:
     assert json.loads(again.stdout)["status"] == "failed"
 
 
+@ahead
 def test_tasks_watch_json_streams_one_object_per_line(url: str) -> None:
     task_id = created_task(url, "demo::sleep", {"seconds": 0.3})
     watched = against(url, "--json", "tasks", "watch", task_id)
@@ -274,6 +306,7 @@ def test_tasks_watch_json_streams_one_object_per_line(url: str) -> None:
     assert lines[-1]["result"] == {"slept": 0.3}
 
 
+@ahead
 def test_stopping_an_ended_task_says_so(url: str) -> None:
     done_id = created_task(url, "demo::upper", {"text": "abc"})
     against(url, "tasks", "watch", done_id)
@@ -284,12 +317,14 @@ def test_stopping_an_ended_task_says_so(url: str) -> None:
     assert document["was_running"] is False
 
 
+@ahead
 def test_install_tasks(url: str) -> None:
     assert against(url, "packages", "install", "text-tools", "--wait").returncode == 0
     document = ok_document(against(url, "--json", "packages", "install-tasks"))
     assert "text-tools" in [task["name"] for task in document["tasks"]]
 
 
+@ahead
 def test_quiet(url: str) -> None:
     done = against(url, "--quiet", "run", "demo::progress", "-i", "steps=3", "-i", "seconds=0.1")
     assert done.returncode == 0
@@ -297,6 +332,7 @@ def test_quiet(url: str) -> None:
     assert json.loads(done.stdout) == {"steps": 3}
 
 
+@ahead
 def test_shell_completion() -> None:
     done = spawn("completion", "bash")
     assert done.returncode == 0
@@ -304,6 +340,7 @@ def test_shell_completion() -> None:
     assert "install-tasks" in done.stdout
 
 
+@ahead
 def test_run_many_task_timeout_exits_5(url: str, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"manifest": "demo::sleep", "inputValues": {
         "seconds": 60}}])
@@ -312,6 +349,7 @@ def test_run_many_task_timeout_exits_5(url: str, tmp_path: Path) -> None:
     assert json.loads(done.stdout)["error_type"] == "TimeoutError"
 
 
+@ahead
 def test_jsonl_errors_count_lines_from_1(tmp_path: Path) -> None:
     bad_json = tmp_path / "a.jsonl"
     bad_json.write_text('{"manifest": "demo::echo"}\nnot json\n')
@@ -323,6 +361,7 @@ def test_jsonl_errors_count_lines_from_1(tmp_path: Path) -> None:
         assert "line 2" in one_error_line(done.stderr)
 
 
+@ahead
 def test_token_errors_say_how_to_give_it(tmp_path: Path) -> None:
     with emulator_process("--token", "right") as secured:
         done = against(secured, "--token", "Bearer wrong", "blocks")
@@ -340,12 +379,14 @@ def test_token_errors_say_how_to_give_it(tmp_path: Path) -> None:
         (["run", "demo::echo", "--file", "."], "is a directory"),
     ],
 )
+@ahead
 def test_smaller_usage_errors(args: list[str], expected: str) -> None:
     done = spawn(*args)
     assert done.returncode == 2
     assert expected in one_error_line(done.stderr)
 
 
+@ahead
 def test_a_short_token_is_hidden_without_mangling_words() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -135,7 +135,7 @@ def make_table(
     """
     table = Table(
         title=title, title_justify="left", header_style="bold", show_header=columns is not None,
-        box=box.SIMPLE_HEAD,
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0),
     )
     names = columns or ("", "")
     for position, column in enumerate(names):

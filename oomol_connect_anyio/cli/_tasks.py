@@ -17,6 +17,7 @@ from ._render import Output, compact, log_error, timestamp
 _TIME_KEYS = frozenset({"created_at", "updated_at", "createdAt", "updatedAt"})
 # .../packages/<name>-<x.y.z>/blocks/<block> or .../packages/<name>/<x.y.z>/blocks/<block>
 _BLOCK_PATH = re.compile(r"/packages/(?P<pkg>[^/]+?)(?:-\d[^/]*|/\d[^/]*)/blocks/(?P<block>[^/]+)")
+_FLOW_PATH = re.compile(r"/flows/(?P<flow>[^/]+)/flow\.oo\.ya?ml$")
 _EXIT_BY_STATUS = {"completed": Exit.OK, "failed": Exit.FAILED, "stopped": Exit.STOPPED}
 
 
@@ -28,17 +29,20 @@ def field_rows(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def block_name(task: Task) -> str:
-    """``pkg::block`` from the task's ``manifest_path``, else the path itself."""
+    """``pkg::block`` (or a flow's name) from the task's ``manifest_path``, else the path."""
     path = str(task.get("manifest_path", ""))
     found = _BLOCK_PATH.search(path)
-    return f"{found['pkg']}::{found['block']}" if found else path
+    if found:
+        return f"{found['pkg']}::{found['block']}"
+    flow = _FLOW_PATH.search(path)
+    return flow["flow"] if flow else path
 
 
 def _short_time(ms: object) -> str:
-    """``MM-DD HH:MM:SS``: the list fits 80 columns."""
+    """``MM-DD HH:MM``: the list fits 80 columns (``--json`` has the exact time)."""
     if isinstance(ms, bool) or not isinstance(ms, (int, float)):
         return "-"
-    return time.strftime("%m-%d %H:%M:%S", time.localtime(ms / 1000))
+    return time.strftime("%m-%d %H:%M", time.localtime(ms / 1000))
 
 
 async def tasks_list(args: argparse.Namespace, out: Output) -> int:
