@@ -198,21 +198,68 @@ def scenarios_of(
     **shared: Any,
 ) -> Iterator[Scenarios]:
     """Start the scenario of each selected test of the asking module named in ``table``
-    (test name -> scenario, slowest first), called with ``tmp_path`` (a fresh folder),
-    the test's parameters and those of ``shared`` it takes."""
+    (test name -> scenario, slowest first) or made by ``ahead``, called with the test's
+    parameters and what else it takes of: ``tmp_path`` (a fresh folder), ``shared``, the
+    module's (or session's) fixtures."""
     items = [item for item in request.session.items if item.module is request.module]
     running = Scenarios(workers)
     try:
-        for name, scenario in table.items():
+        for name, scenario in [*table.items(), *_ahead_of(items)]:
             for item in items:
                 if getattr(item, "originalname", None) != name:
                     continue
                 callspec = getattr(item, "callspec", None)
-                params = dict(callspec.params) if callspec is not None else {}
-                tmp_path = tmp_path_factory.mktemp(name[:30], numbered=True)
-                wanted = inspect.signature(scenario).parameters
-                given = {key: value for key, value in shared.items() if key in wanted}
-                running.start(item.nodeid, scenario, tmp_path=tmp_path, **given, **params)
+                given = dict(callspec.params) if callspec is not None else {}
+                for wanted in inspect.signature(scenario).parameters:
+                    if wanted == "tmp_path":
+                        given[wanted] = tmp_path_factory.mktemp(name[:30], numbered=True)
+                    elif wanted in shared:
+                        given[wanted] = shared[wanted]
+                    elif wanted not in given:
+                        given[wanted] = request.getfixturevalue(wanted)
+                running.start(item.nodeid, scenario, **given)
         yield running
     finally:
         running.close()
+
+
+def _ahead_of(items: list[pytest.Item]) -> list[tuple[str, Scenario]]:
+    found: dict[str, Scenario] = {}
+    for item in items:
+        scenario = getattr(getattr(item, "obj", None), "scenario", None)
+        if scenario is not None:
+            found[scenario.__name__] = scenario
+    return list(found.items())
+
+
+def ahead(test: Scenario) -> Scenario:
+    """Run this test's body as a scenario (see ``Scenarios``), ahead of its turn.
+
+    The body may take ``tmp_path``, module- or session-scoped fixtures and parameters;
+    the test itself then takes the ``scenarios`` fixture of its module and its outcome.
+    """
+    fixtures = {"tmp_path"} | set(_MODULE_FIXTURES)
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name in inspect.signature(test).parameters
+        if name not in fixtures
+    ]
+
+    def outcome(scenarios: Scenarios, request: pytest.FixtureRequest, **_: Any) -> None:
+        scenarios.outcome(request)
+
+    outcome.__name__ = outcome.__qualname__ = test.__name__
+    outcome.__doc__ = test.__doc__
+    outcome.__module__ = test.__module__
+    outcome.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("scenarios", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *parameters,
+        ]
+    )
+    outcome.scenario = test  # type: ignore[attr-defined]
+    return outcome
+
+
+_MODULE_FIXTURES = ("url", "hung")  # what the CLI modules share: an emulator, a mute server
