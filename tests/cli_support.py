@@ -195,16 +195,19 @@ def scenarios_of(
     table: dict[str, Scenario],
     tmp_path_factory: pytest.TempPathFactory,
     workers: int = 4,
+    first: tuple[str, ...] = (),
     **shared: Any,
 ) -> Iterator[Scenarios]:
     """Start the scenario of each selected test of the asking module named in ``table``
-    (test name -> scenario, slowest first) or made by ``ahead``, called with the test's
+    (test name -> scenario, slowest first) or made by ``ahead`` (those named in ``first``
+    before the others), called with the test's
     parameters and what else it takes of: ``tmp_path`` (a fresh folder), ``shared``, the
     module's (or session's) fixtures."""
     items = [item for item in request.session.items if item.module is request.module]
     running = Scenarios(workers)
     try:
-        for name, scenario in [*table.items(), *_ahead_of(items)]:
+        ahead_of = sorted(_ahead_of(items), key=lambda named: named[0] not in first)
+        for name, scenario in [*table.items(), *ahead_of]:
             for item in items:
                 if getattr(item, "originalname", None) != name:
                     continue

@@ -19,9 +19,12 @@ from cli_support import (
     CLI,
     FAST,
     WAIT_S,
+    Scenarios,
+    ahead,
     cli_env,
     emulator_process,
     one_error_line,
+    scenarios_of,
     spawn,
     still_running,
     tasks_marked,
@@ -34,6 +37,17 @@ from cli_support import (
 def url() -> Iterator[str]:
     with emulator_process() as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenarios]:
+    """Every test of the module, side by side (the kill -9 campaign, the slowest, first):
+    each is a few CLI processes on batches of its own, marked apart on the shared emulator."""
+    campaign = "test_kill_9_campaign_then_resume_gives_one_outcome_per_job_and_n_creates"
+    with scenarios_of(request, {}, tmp_path_factory, first=(campaign,)) as running:
+        yield running
 
 
 def sleeps(marker: str, *seconds: float) -> list[dict[str, Any]]:
@@ -51,6 +65,7 @@ def outcome_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@ahead
 def test_nothing_is_overwritten_without_resume(url: str, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(uuid.uuid4().hex, 0))
     journal, out = tmp_path / "b.journal", tmp_path / "out.jsonl"
@@ -79,6 +94,7 @@ def test_nothing_is_overwritten_without_resume(url: str, tmp_path: Path) -> None
         "inputValues"]["marker"]) == []
 
 
+@ahead
 def test_a_resumed_batch_writes_each_line_once_and_creates_nothing_again(
     url: str, tmp_path: Path
 ) -> None:
@@ -97,6 +113,7 @@ def test_a_resumed_batch_writes_each_line_once_and_creates_nothing_again(
     assert len(tasks_marked(url, marker)) == 4
 
 
+@ahead
 def test_changed_jobs_are_refused_on_resume(url: str, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     jobs = tmp_path / "jobs.jsonl"
@@ -110,6 +127,7 @@ def test_changed_jobs_are_refused_on_resume(url: str, tmp_path: Path) -> None:
     assert len(tasks_marked(url, marker)) == 2
 
 
+@ahead
 def test_recorded_failures_rerun_only_with_retry_failed(url: str, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     failing = {"manifest": "demo::fail", "inputValues": {"message": marker}}
@@ -135,6 +153,7 @@ def test_recorded_failures_rerun_only_with_retry_failed(url: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@ahead
 def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
     url: str, tmp_path: Path, backend: str
 ) -> None:
@@ -170,6 +189,7 @@ def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
 KILLS = 10  # per backend: 20 seeded kill moments in all
 
 
+@ahead
 def test_kill_9_campaign_then_resume_gives_one_outcome_per_job_and_n_creates(
     url: str, tmp_path: Path
 ) -> None:
