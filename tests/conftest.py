@@ -7,6 +7,7 @@ over real loopback sockets; ``client`` is a client bound to it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,6 +16,27 @@ from oomol_connect_anyio import OomolConnectClient
 
 if TYPE_CHECKING:
     from oomol_connect_anyio.emulator import Emulator
+
+_STARTED_EARLY: list[ModuleType] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Let each selected module that has one call its ``start_early()``: slow, independent
+    subprocesses (the benchmark scripts, the examples) then run while the tests before
+    them do, and the module's fixture takes their results."""
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is None or module in _STARTED_EARLY or not hasattr(module, "start_early"):
+            continue
+        _STARTED_EARLY.append(module)
+        module.start_early()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop what ``start_early()`` started and no test waited for (a run cut short)."""
+    for module in _STARTED_EARLY:
+        module.stop_early()
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

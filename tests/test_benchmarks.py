@@ -1,14 +1,17 @@
 """The benchmark scripts run (``--quick``) and report what they must; no timing is asserted.
 
-Every script starts its own emulator process; they run side by side to save time, which
-makes their timings meaningless here: only counts and outcomes are checked.
+Every script starts its own emulator process; they run side by side, and beside the tests
+before this module (they start as soon as the session has collected it), which makes their
+timings meaningless here: only counts and outcomes are checked.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +23,42 @@ SCRIPTS = (
 )
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("bench")
-    running = {
-        name: subprocess.Popen(
+_RUNNING: dict[str, subprocess.Popen[str]] = {}
+_OUT: list[Path] = []
+
+
+def start_early() -> None:
+    """Start every script (conftest calls this once the session has collected the module)."""
+    if _OUT:
+        return
+    out = Path(tempfile.mkdtemp(prefix="oomol-bench-"))
+    _OUT.append(out)
+    for name in SCRIPTS:
+        _RUNNING[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--quick",
              "--json", str(out / f"{name}.json")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        for name in SCRIPTS
-    }
+
+
+def stop_early() -> None:
+    """End the scripts still running (no test waited for them) and remove their reports."""
+    for process in _RUNNING.values():
+        if process.poll() is None:
+            process.terminate()
+        process.communicate()
+    for out in _OUT:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict[str, dict[str, Any]]:
+    start_early()  # already done, unless the module was not collected by a session
     found = {}
-    for name, process in running.items():
+    for name, process in _RUNNING.items():
         output, _ = process.communicate(timeout=180)
         assert process.returncode == 0, f"bench_{name}.py failed:\n{output[-3000:]}"
-        found[name] = json.loads((out / f"{name}.json").read_text())
+        found[name] = json.loads((_OUT[0] / f"{name}.json").read_text())
     return found
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,17 +71,39 @@ def _run(case: Case, tmp: Path) -> Outcome:
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
+_POOL: list[ThreadPoolExecutor] = []
+_RUNS: dict[str, Future[Outcome]] = {}
+_TMP: list[Path] = []
+
+
+def start_early() -> None:
+    """Start every case (conftest calls this once the session has collected the module):
+    each is a separate process with its own emulator."""
+    if _POOL:
+        return
+    _TMP.append(Path(tempfile.mkdtemp(prefix="oomol-examples-")))
+    _POOL.append(ThreadPoolExecutor(os.cpu_count() or 2))
+    for name, case in CASES.items():
+        _RUNS[name] = _POOL[0].submit(_run, case, _TMP[0])
+
+
+def stop_early() -> None:
+    """Wait for the cases no test waited for (each is bounded) and remove their folder."""
+    for pool in _POOL:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for tmp in _TMP:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("examples")
+def tmp() -> Path:
+    start_early()  # already done, unless the module was not collected by a session
+    return _TMP[0]
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp: Path) -> dict[str, Outcome]:
-    """Run every case at once (each is a separate process with its own emulator)."""
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        futures = {name: pool.submit(_run, case, tmp) for name, case in CASES.items()}
-    return {name: future.result() for name, future in futures.items()}
+    return {name: future.result() for name, future in _RUNS.items()}
 
 
 def ran(outcomes: dict[str, Outcome], name: str, code: int = 0) -> str:
