@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +34,15 @@ def fast_transport() -> httpx.AsyncHTTPTransport:
     if _SSL_CONTEXT is None:
         _SSL_CONTEXT = httpx.create_ssl_context()
     return httpx.AsyncHTTPTransport(verify=_SSL_CONTEXT)
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """Half a megabyte of gzip that inflates to 512 MiB of zeros: compressed once per
+    session, a mebibyte at a time (no 512 MiB buffer)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip stream
+    zeros = bytes(1 << 20)
+    return b"".join([compressor.compress(zeros) for _ in range(512)]) + compressor.flush()
 
 
 def make_client(**kwargs: Any) -> OomolConnectClient:

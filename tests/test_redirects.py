@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 import sniffio
+from helpers import gzip_bomb
 from hypercorn.config import Config
 
 from oomol_connect_anyio import (
@@ -332,12 +333,11 @@ async def test_a_callers_http_client_follows_the_same_redirect_rules_as_the_defa
 async def test_a_gzip_bomb_over_a_real_socket_stops_at_the_cap(anyio_backend: str) -> None:
     """Half a megabyte that inflates to half a gigabyte, through the default lanes: the
     answer is refused at the 64 MiB default once decompressed, memory stays bounded."""
-    import gzip
     import tracemalloc
 
     from oomol_connect_anyio import InvalidResponseError
 
-    bomb = gzip.compress(b"\0" * (512 << 20), compresslevel=9)
+    bomb = gzip_bomb()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
