@@ -17,7 +17,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import CLI, FAST, emulator_process, one_error_line, spawn, write_jobs
+from cli_support import (
+    CLI,
+    FAST,
+    WAIT_S,
+    emulator_process,
+    one_error_line,
+    spawn,
+    wait_until,
+    write_jobs,
+)
 
 from oomol_connect_anyio.cli import main
 
@@ -254,12 +263,10 @@ def test_ctrl_c_stops_every_remote_task(cli: Cli, url: str, tmp_path: Path) -> N
             t["inputValues"], separators=(",", ":"))]
 
     for backend, child in children.items():
-        deadline = time.monotonic() + 15
-        while len(created_by(backend)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(created_by(backend)) == 3, f"the {backend} batch's three tasks")  # noqa: B023 - called at once
         child.send_signal(signal.SIGINT)
     for backend, child in children.items():
-        out, err = child.communicate(timeout=10)
+        out, err = child.communicate(timeout=WAIT_S)
         assert child.returncode == 130, err
         assert "interrupted" in err.splitlines()[-1]
         assert "Traceback" not in err
@@ -290,7 +297,7 @@ def test_stopped_run_and_tasks_stop(cli: Cli, url: str) -> None:
     """A run whose task is stopped by someone else ends with exit code 4."""
 
     def stop_it_once_running() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             tasks = httpx.get(f"{url}/v1/tasks").json()["tasks"]
             running = [t for t in tasks if t["status"] == "running"]
