@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -158,19 +159,27 @@ def test_run_many_iter(client: SyncOomolConnectClient, emu: Emulator) -> None:
     assert emu.task_status(task_of(emu, "demo::sleep")) == "stopped"
 
 
-def test_four_threads_at_once(client: SyncOomolConnectClient) -> None:
+def test_four_threads_at_once(client: SyncOomolConnectClient, emu: Emulator) -> None:
+    gated: list[int] = []
+
     def run(i: int) -> Any:
+        async def once_all_four_exist(task: Any) -> None:
+            # Runs made one after another would wait here until the guard fires.
+            with anyio.fail_after(30):
+                while len(emu.tasks) < 4:  # noqa: ASYNC110 - the emulator has no event
+                    await anyio.sleep(0.005)
+            gated.append(i)
+
         request: CreateTaskRequest = {
             "manifest": "demo::sleep",
             "inputValues": {"seconds": 0.3, "i": i},
         }
-        return client.tasks.run(request, FAST)["result"]
+        return client.tasks.run(request, {**FAST, "on_progress": once_all_four_exist})["result"]
 
-    started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, range(4)))
     assert results == [{"slept": 0.3}] * 4
-    assert time.monotonic() - started < 1.0  # concurrent, not 4 x 0.3 s in a row
+    assert sorted(set(gated)) == [0, 1, 2, 3]  # each run was still going once all four were
 
 
 def test_close_is_idempotent(url: str) -> None:
