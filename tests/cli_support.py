@@ -168,6 +168,8 @@ class Scenarios:
     A scenario's subprocesses mostly wait (interpreter start-up, a server, a wind-down
     after a signal), so together they take about as long as the slowest. A scenario makes
     its own assertions; one that fails is raised again in its test, with its traceback.
+    The suite runs under xdist with ``--dist loadfile``: a module's tests, and so its
+    scenarios, stay on one worker (split over workers, each would run them all).
     """
 
     def __init__(self, workers: int) -> None:

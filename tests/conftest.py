@@ -23,7 +23,10 @@ _STARTED_EARLY: list[ModuleType] = []
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Let each selected module that has one call its ``start_early()``: slow, independent
     subprocesses (the benchmark scripts, the examples) then run while the tests before
-    them do, and the module's fixture takes their results."""
+    them do, and the module's fixture takes their results. Not in an xdist worker: which
+    worker runs a module is only known when its tests arrive."""
+    if hasattr(session.config, "workerinput"):
+        return
     for item in session.items:
         module = getattr(item, "module", None)
         if module is None or module in _STARTED_EARLY or not hasattr(module, "start_early"):
