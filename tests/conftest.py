@@ -25,7 +25,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     subprocesses (the benchmark scripts, the examples) then run while the tests before
     them do, and the module's fixture takes their results. Not in an xdist worker: which
     worker runs a module is only known when its tests arrive."""
-    if hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
     for item in session.items:
         module = getattr(item, "module", None)
