@@ -23,6 +23,7 @@ from cli_support import (
     ahead,
     cli_env,
     emulator_process,
+    fault_config,
     one_error_line,
     scenarios_of,
     spawn,
@@ -186,23 +187,47 @@ def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
     assert len(tasks_marked(url, marker)) == 6  # the two finished ones were not run again
 
 
-KILLS = 10  # per backend: 20 seeded kill moments in all
+KILLS = 12  # per backend: 24 seeded kill moments in all
 
 
 @ahead
 def test_kill_9_campaign_then_resume_gives_one_outcome_per_job_and_n_creates(
-    url: str, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    # The two backends' campaigns run side by side, each with its own batch.
+    # The two backends' campaigns run side by side, each with its own batch and emulator.
     with ThreadPoolExecutor(2) as pool:
-        killed = list(pool.map(lambda backend: _campaign(url, tmp_path / backend, backend),
-                               ["asyncio", "trio"]))
-    assert min(killed) >= KILLS - 2  # (nearly) every attempt was cut short by its kill
+        found = list(pool.map(lambda backend: _campaign(tmp_path / backend, backend),
+                              ["asyncio", "trio"]))
+    for cut in found:
+        assert cut["killed"] >= KILLS - 2  # (nearly) every attempt was cut short by its kill
+        # The kills landed inside the batch's work: with a create in flight (an intent and no
+        # task id yet) and with tasks being polled (a task id and no outcome).
+        assert cut["creating"] > 0, cut
+        assert cut["polling"] > 0, cut
 
 
-def _campaign(url: str, folder: Path, backend: str) -> int:
-    """Kill a journaled batch at seeded moments, resume it to the end, check it; the kills."""
+def _journal_lines(path: str) -> list[dict[str, Any]]:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines()[1:] if line.endswith("}")]
+
+
+def _campaign(folder: Path, backend: str) -> dict[str, int]:
+    """Kill a journaled batch at seeded moments, resume it to the end, check it; what the
+    kills cut."""
     folder.mkdir()
+    # An emulator of its own whose creates take 20-120 ms, so that kills land during creates
+    # too (an intent recorded, its task id not yet).
+    slow_creates = fault_config(
+        folder / "faults.json", {"route": "POST /v1/tasks", "latency": [0.02, 0.12]}
+    )
+    with emulator_process("--fault-config", slow_creates) as own:
+        return _kill_and_resume(own, folder, backend)
+
+
+def _kill_and_resume(url: str, folder: Path, backend: str) -> dict[str, int]:
     marker = uuid.uuid4().hex
     # About 11 s of work at -c 2, which goes on on the server between attempts too: more
     # than the attempts get done before their kills.
@@ -210,21 +235,32 @@ def _campaign(url: str, folder: Path, backend: str) -> int:
     jobs = write_jobs(folder / "jobs.jsonl", sleeps(marker, *[0.3] * count))
     journal, out = str(folder / "b.journal"), folder / "out.jsonl"
     rng = random.Random(f"cli-kill-9-{backend}")
-    killed = 0
+    cut = {"killed": 0, "creating": 0, "polling": 0}
     for attempt in range(KILLS):
         resume = ["--resume"] if attempt else []
         command = batch(url, jobs, "-c", "2", "--journal", journal, "-o", str(out), *resume,
                         backend=backend)
+        # The kill comes a seeded number of journal lines into this attempt's work, and a
+        # seeded moment after that line: during a create, a poll, or an outcome's writing.
+        target = len(_journal_lines(journal)) + rng.randint(1, 5)
+        pause = rng.uniform(0, 0.1)
         with subprocess.Popen([*CLI, *command], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=cli_env()) as child:
+            wait_until(lambda child=child, target=target: child.poll() is not None
+                       or len(_journal_lines(journal)) >= target, "the batch's journal to grow")
             try:
-                child.wait(timeout=rng.uniform(0.3, 1.2))  # start-up, creates, polls, writes
+                child.wait(timeout=pause)
             except subprocess.TimeoutExpired:
                 child.kill()
-                killed += 1
+                cut["killed"] += 1
             _, err = child.communicate(timeout=WAIT_S)
         assert child.returncode in (0, -signal.SIGKILL), err
+        last: dict[int, str] = {}
+        for record in _journal_lines(journal):
+            last[record["i"]] = record["e"]
+        cut["creating"] += sum(event == "intent" for event in last.values())
+        cut["polling"] += sum(event == "task" for event in last.values())
     done = spawn(*batch(url, jobs, "-c", "2", "--journal", journal, "-o", str(out), "--resume",
                         backend=backend))
     assert done.returncode == 0, done.stderr
@@ -233,4 +269,4 @@ def _campaign(url: str, folder: Path, backend: str) -> int:
     assert all(line["ok"] for line in lines)
     assert len(tasks_marked(url, marker)) == count  # exactly N creates
     assert still_running(url, marker) == []
-    return killed
+    return cut

@@ -53,6 +53,7 @@ CASES = {
     "sync_usage": Case("sync_usage"),
     "measure_polling": Case("measure_polling"),
     "opentelemetry_spans": Case("opentelemetry_spans"),
+    "server_pool": Case("server_pool"),
 }
 
 
@@ -207,3 +208,19 @@ def test_opentelemetry_spans_without_the_sdk(outcomes: dict[str, Outcome]) -> No
     assert "<- POST /v1/tasks: 200" in out
     assert "<- GET /v1/tasks/{id}/logs: 200" in out
     assert "result: {'text': 'TRACED'}" in out
+
+
+def test_server_pool_spreads_and_loses_only_the_stopped_servers_runs(
+    outcomes: dict[str, Outcome],
+) -> None:
+    outcome = outcomes["server_pool"]
+    assert outcome.returncode == 0, outcome.stderr
+    assert "three emulators at" in outcome.stderr
+    rows = [line.split() for line in outcome.stdout.splitlines()]
+    assert len(rows) == 3
+    runs = [int(row[1]) for row in rows]
+    failed = [int(row[3]) for row in rows]
+    assert sum(runs) == 30
+    assert min(runs) >= 3  # every server took a share
+    assert failed[0] == failed[2] == 0  # only the stopped server's runs failed
+    assert failed[1] <= 3  # at most its places (those in flight when it stopped)
