@@ -9,7 +9,7 @@ with ``adaptive_concurrency=True`` and the same ceiling, at default client setti
 (``return_exceptions=True``; 50 ms fixed polling so that a task's end is seen soon), on
 asyncio and trio. Counted on the server: the 429s, the tasks created, the mean number of
 active tasks (sampled every 20 ms from ``/__emulator/stats``) and the peak; on the client:
-runs lost (a create still answered 429 after the transport's retries) and wall time.
+runs lost (a create still answered 429 when the run's outage budget ran out) and wall time.
 """
 
 from __future__ import annotations
@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> Report:
                     adaptive["mean active"] >= args.k / 2)
     report.raw = results
     report.notes.append(
-        "A fixed limit keeps sending creates the server refuses: each one is retried by the "
-        "transport after Retry-After (twice by default), then the run fails with "
-        "RateLimitError ('lost'). The adaptive window halves on a burst of 429s and grows by "
+        "A fixed limit keeps sending creates the server refuses: each one is asked again "
+        "after Retry-After, by the transport (twice by default) and then by the run, within "
+        "its outage budget (poll_error_budget_ms, 60 s), so no run is lost, but the server "
+        "answers many more 429s. The adaptive window halves on a burst of 429s and grows by "
         "one after a window of accepted creates, so it oscillates between about K/2 and K+1.")
     report.finish(args)
     return report

@@ -25,7 +25,7 @@ import anyio
 
 from ._concurrency import STOP_DEADLINE, logger
 from ._errors import OomolConnectError
-from ._journal import Journal, RecordedError, request_hash
+from ._journal import Journal, RecordedError, payload_hash, request_hash
 from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
@@ -68,16 +68,19 @@ class DurableRuns:
         """The recorded result of ``index`` (no request needed; ``with_server``: naming
         the server that ran it), or ``None`` when it must run; a recorded failure is
         raised as a ``RecordedError`` unless ``retry_failed``."""
-        entry = self._journal.check(index, request_hash(request))
+        entry = self._journal.entries.get(index)
         if entry is None or entry.outcome is None:
-            return None
-        if entry.outcome.get("ok"):
-            result = _recorded_result(entry.outcome)
+            return None  # hashed once, by ``run``
+        self._journal.check(index, request_hash(request))
+        outcome = self._journal.outcome(index)
+        assert outcome is not None
+        if outcome.get("ok"):
+            result = _recorded_result(outcome)
             if with_server and entry.server is not None:
                 result["server"] = entry.server
             return result
         if not self._retry_failed:
-            raise RecordedError.from_outcome(index, entry.outcome)
+            raise RecordedError.from_outcome(index, outcome)
         return None
 
     def pinned(self, index: int) -> str | None:
@@ -105,14 +108,14 @@ class DurableRuns:
         recorded as the outcome, since the batch sends it to another server; ``moved``:
         this is that second attempt, whose intent is known to have made nothing.
         """
-        digest = request_hash(request)
+        call = dataclasses.replace(
+            lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
+        )
+        digest = payload_hash(call.manifest, call.input_values)  # the request, normalised once
         entry = self._journal.check(index, digest)
         if entry is not None and (entry.outcome is not None or moved):
             entry = None  # a failure run again (retry_failed), or a create made nowhere
         server = lifecycle.api.transport.base_url
-        call = dataclasses.replace(
-            lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
-        )
         started = anyio.current_time()
         with lifecycle.closable():
             if entry is not None and entry.task_id is not None:

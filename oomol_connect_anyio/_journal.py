@@ -38,6 +38,7 @@ from ._errors import OomolConnectError
 from ._inputs import build_create_payload
 
 FORMAT = "oomol-connect-journal"
+_IN_FILE = "_in_file"  # an outcome summary's mark: the record itself is in the file only
 VERSION = 1
 _HEADER_START = b'{"format":"oomol-connect-journal"'  # how _append writes the header
 
@@ -99,6 +100,12 @@ class JournalEntry:
 def request_hash(request: object) -> str:
     """A stable digest of a create request as it would be sent (inputs normalised)."""
     payload = build_create_payload(request)
+    return payload_hash(payload["manifest"], payload["inputValues"])
+
+
+def payload_hash(manifest: str, input_values: object) -> str:
+    """``request_hash`` of a request already normalised into its target and inputs."""
+    payload = {"manifest": manifest, "inputValues": input_values}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -197,9 +204,24 @@ class Journal:
         self._write(line)
 
     def record_outcome(self, index: int, outcome: Mapping[str, Any]) -> None:
+        """Record how ``index`` ended. A success's record (its task and result) is kept in
+        the file only: a batch of many holds no copy of every result in memory."""
         entry = self._known(index)
-        entry.outcome = dict(outcome)
-        self._write({"i": index, "e": "outcome", "o": entry.outcome})
+        self._write({"i": index, "e": "outcome", "o": outcome})
+        entry.outcome = dict(outcome) if not outcome.get("ok") else {"ok": True, _IN_FILE: True}
+
+    def outcome(self, index: int) -> dict[str, Any] | None:
+        """The recorded outcome of ``index`` (read back from the file when only its
+        summary is in memory: a journal used again by a later batch of the same process)."""
+        entry = self.entries.get(index)
+        if entry is None or entry.outcome is None or not entry.outcome.get(_IN_FILE):
+            return None if entry is None else entry.outcome
+        with open(os.dup(self._fd), "rb") as file:  # O_APPEND: reads start where asked
+            file.seek(0)
+            for raw in file:
+                if raw.startswith(b'{"i":%d,"e":"outcome"' % index):
+                    entry.outcome = dict(json.loads(raw)["o"])
+        return entry.outcome
 
     def record_interrupted(self, index: int) -> None:
         """The task of ``index`` was stopped unfinished: a resume creates it again."""

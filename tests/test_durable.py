@@ -218,3 +218,20 @@ async def test_journal_arguments_are_checked_before_anything(
             await client.tasks.run_many([echo(0)], retry_failed=True)
         with pytest.raises(ValueError, match="journal must name a file"):
             await client.tasks.run_many([echo(0)], journal="")
+
+
+async def test_an_open_journal_used_again_returns_the_results_it_recorded(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """A success's record is kept in the file, not in memory: a second batch over the same
+    open journal reads it back whole."""
+    jobs = [echo(i) for i in range(5)]
+    emulator = Emulator()
+    async with served(emulator) as client, Journal.open(tmp_path / "j") as journal:
+        first = await client.tasks.run_many(jobs, polling_options=FAST, journal=journal)
+        assert all(entry.outcome == {"ok": True, "_in_file": True}
+                   for entry in journal.entries.values())  # no copy of each result held
+        again = await client.tasks.run_many(jobs, polling_options=FAST, journal=journal)
+    assert [r["result"] for r in again] == [r["result"] for r in first]
+    assert [r["task_id"] for r in again] == [r["task_id"] for r in first]
+    assert emulator.stats()["tasks_created"] == 5
