@@ -10,6 +10,7 @@ wrapped in ``ClientTransport`` (so it obeys the same rules).
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -131,22 +132,59 @@ class RequestSender:
         headers.update(own)
         return headers
 
+class _Bytes(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body in memory, handed out in one chunk by a plain iterator.
+
+    httpx's own stream for ``content=bytes`` hands it out from an async generator, which a
+    send cut short (a cancellation mid-write) leaves to the garbage collector: a
+    ``ResourceWarning`` on trio. An iterator object has nothing to finish.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._data,))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+class _Once:
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
 def _request(
     method: str, url: httpx.URL, headers: httpx.Headers, content: Any, extensions: Any
 ) -> httpx.Request:
-    """The request; a streamed body (an ``httpx.AsyncByteStream``) is its stream as it is.
+    """The request; a body in memory goes out as one chunk (``_Bytes``), a streamed body
+    (an ``httpx.AsyncByteStream``) as the stream it is.
 
-    Given as ``content=``, httpx would wrap it in an async generator of its own, which a
-    failed send abandons to the garbage collector (a ``ResourceWarning`` on trio); the body
-    itself hands out streams that its ``aclose()`` closes after each attempt.
+    Given as ``content=``, httpx would wrap either in an async generator of its own, which a
+    failed send abandons to the garbage collector (a ``ResourceWarning`` on trio); a streamed
+    body hands out streams that its ``aclose()`` closes after each attempt.
     """
-    if not isinstance(content, httpx.AsyncByteStream):
-        return httpx.Request(method, url, headers=headers, content=content, extensions=extensions)
-    request = httpx.Request(method, url, headers=headers, extensions=extensions)
-    request.stream = content
-    if "Content-Length" not in headers:  # httpx framed it as an empty body: stream it instead
-        request.headers.pop("Content-Length", None)
-        request.headers["Transfer-Encoding"] = "chunked"
+    streamed = isinstance(content, httpx.AsyncByteStream)
+    request = httpx.Request(
+        method, url, headers=headers, content=None if streamed else content, extensions=extensions
+    )
+    if isinstance(content, bytes) and content:
+        request.stream = _Bytes(content)  # the same bytes, framed and read as httpx did
+    elif streamed:
+        request.stream = content
+        if "Content-Length" not in headers:  # httpx framed it as an empty body: stream it
+            request.headers.pop("Content-Length", None)
+            request.headers["Transfer-Encoding"] = "chunked"
     return request
 
 

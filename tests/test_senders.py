@@ -238,3 +238,30 @@ async def test_an_answer_within_the_cap_is_returned_whole() -> None:
         "GET", "http://connect.test/api/v1/tasks", None, None, httpx.Timeout(5)
     )
     assert reply.content == body
+
+
+class _CutAfterFirstChunk(httpx.AsyncBaseTransport):
+    """Takes one chunk of a create's body, then the connection breaks (a cancellation
+    mid-write leaves the body's iterator the same way); anything else is refused."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            raise httpx.ConnectError("refused")
+        chunks = request.stream.__aiter__()  # type: ignore[union-attr]
+        await chunks.__anext__()
+        raise httpx.WriteError("connection cut mid-body")
+
+
+async def test_a_send_cut_mid_body_leaves_nothing_to_the_garbage_collector() -> None:
+    """The body's iterator is a plain object, not an async generator that trio's finalizer
+    would report (the suite turns that ResourceWarning into an error)."""
+    import gc
+
+    from oomol_connect_anyio import ConnectionError, OomolConnectClient
+
+    async with OomolConnectClient(
+        base_url=str(BASE), transport=_CutAfterFirstChunk(), max_retries=0
+    ) as client:
+        with pytest.raises(ConnectionError):
+            await client.tasks.create({"manifest": "demo::echo", "inputValues": {"a": 1}})
+    gc.collect()

@@ -429,7 +429,12 @@ async def test_retry_after_http_date_is_honoured(sleeps: list[float]) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", ["86400", http_date(7200), "soon", "nan", "inf", "-5", "", "Mon, 99 Foo"]
+    "header",
+    [
+        "86400",
+        pytest.param(http_date(7200), id="http-date-in-2-hours"),  # an id the same every time
+        "soon", "nan", "inf", "-5", "", "Mon, 99 Foo",
+    ],
 )
 @pytest.mark.anyio
 async def test_absurd_or_invalid_retry_after_falls_back_to_backoff(
