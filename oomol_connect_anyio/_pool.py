@@ -149,8 +149,8 @@ class ServerPool(BatchMethods):
         return self.max_concurrency_per_server * len(self.clients)
 
     @property
-    def size(self) -> int:
-        return len(self.clients)
+    def max_moves(self) -> int:
+        return len(self.clients)  # once per server: see README, "More than one server"
 
     @property
     def lifecycles(self) -> list[Lifecycle]:

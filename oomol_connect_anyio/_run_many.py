@@ -102,8 +102,8 @@ class Placement(Protocol):
         """A batch's limit when it sets none."""
 
     @property
-    def size(self) -> int:
-        """How many servers: how often a run's create may move to another one."""
+    def max_moves(self) -> int:
+        """How often a run's create that made nothing may go to another server."""
 
     async def acquire(self, token: object, pinned: str | None, budget: float) -> Lifecycle:
         """A server for one run (``pinned``: the base URL it must run on), holding its
@@ -122,7 +122,7 @@ class OneServer:
 
     names_servers = False
     default_concurrency = DEFAULT_CONCURRENCY
-    size = 1
+    max_moves = 0
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycles = (lifecycle,)
@@ -336,18 +336,19 @@ class RunMany:
         moves = 0  # bounded: servers that refuse creates yet answer their probes
         while True:
             lifecycle = await placement.acquire(token, pinned, polling.poll_error_budget)
+            may_move = pinned is None and moves < placement.max_moves
             try:
                 if durable is not None:
                     result = await durable.run(
                         index, request, polling, lifecycle, self._shields,
-                        may_move=pinned is None, moved=moves > 0,
+                        may_move=may_move, moved=moves > 0,
                     )
                 else:
                     result = await lifecycle.run(
                         lifecycle.json_call(request), polling, self._shields
                     )
             except Exception as exc:
-                if placement.failed(lifecycle, exc) and pinned is None and moves < placement.size:
+                if placement.failed(lifecycle, exc) and may_move:
                     moves += 1
                     continue
                 if placement.names_servers:

@@ -235,3 +235,27 @@ async def test_an_open_journal_used_again_returns_the_results_it_recorded(
     assert [r["result"] for r in again] == [r["result"] for r in first]
     assert [r["task_id"] for r in again] == [r["task_id"] for r in first]
     assert emulator.stats()["tasks_created"] == 5
+
+
+async def test_a_create_refused_for_good_is_recorded_as_its_outcome(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """One client has nowhere else to send it: the failure is the request's outcome."""
+    from oomol_connect_anyio import ServerError
+    from oomol_connect_anyio.emulator import FaultRule
+
+    emulator = Emulator()
+    emulator.faults.add(FaultRule(
+        route="POST /v1/tasks", error_rate=1.0, error_statuses=(503,), error_retry_after=0.01,
+    ))
+    path = tmp_path / "j"
+    async with served(emulator) as client:
+        outcomes = await client.tasks.run_many(
+            [echo(0)], polling_options={**FAST, "poll_error_budget_ms": 100}, journal=path,
+            return_exceptions=True,
+        )
+    assert isinstance(outcomes[0], ServerError)
+    last = [r for r in records(path) if r.get("i") == 0][-1]
+    assert last["e"] == "outcome"
+    assert last["o"]["ok"] is False
+    assert last["o"]["error_type"] == "ServerError"

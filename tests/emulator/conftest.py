@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from oomol_connect_anyio._senders import _Bytes
 from oomol_connect_anyio.emulator import Emulator
 
 
@@ -46,25 +47,10 @@ def client_for() -> ClientFactory:
     return make
 
 
-class OneChunk(httpx.AsyncByteStream):
-    """A request body sent as one chunk by a plain async iterator.
-
-    httpx's own byte stream is an async generator, and `httpx.ASGITransport` never
-    closes it: an app that answers before reading the body leaves it to the garbage
-    collector (a ResourceWarning on trio). This iterator holds nothing to finalise.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    def __aiter__(self) -> OneChunk:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._data is None:
-            raise StopAsyncIteration
-        data, self._data = self._data, None
-        return data
+# A body sent as one chunk by a plain iterator, as the client sends its own: httpx's byte
+# stream is an async generator, which `httpx.ASGITransport` never closes when the app answers
+# before reading the body (a ResourceWarning on trio).
+OneChunk = _Bytes
 
 
 PostBytes = Callable[[httpx.AsyncClient, str, bytes, dict[str, str]], Awaitable[httpx.Response]]
