@@ -32,7 +32,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_logs", ["--rounds", "2"]),
     ("bench_scale", ["--tasks", "2500"]),
     ("bench_adaptive", []),
-    ("bench_journal", ["--rounds", "6"]),
+    ("bench_journal", ["--rounds", "10"]),
     ("bench_backoff", []),
     ("bench_pool", []),
 ]

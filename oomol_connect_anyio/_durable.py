@@ -25,7 +25,7 @@ import anyio
 
 from ._concurrency import STOP_DEADLINE, logger
 from ._errors import OomolConnectError
-from ._journal import Journal, RecordedError, payload_hash, request_hash
+from ._journal import Journal, RecordedError, body_hash, request_hash
 from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
@@ -111,7 +111,8 @@ class DurableRuns:
         call = dataclasses.replace(
             lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
         )
-        digest = payload_hash(call.manifest, call.input_values)  # the request, normalised once
+        assert call.body is not None  # a JSON create: its body is what the journal hashes
+        digest = body_hash(call.body)
         entry = self._journal.check(index, digest)
         if entry is not None and (entry.outcome is not None or moved):
             entry = None  # a failure run again (retry_failed), or a create made nowhere

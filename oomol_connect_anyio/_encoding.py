@@ -12,6 +12,24 @@ from ._multipart import MultipartBody
 from ._version import __version__
 
 JSON_TYPE = httpx.Headers({"Content-Type": "application/json"})
+# Built once: json.dumps given options builds an encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+class JsonBytes(bytes):
+    """A body already encoded as JSON, sent as it is."""
+
+
+def canonical_json(value: Any) -> JsonBytes:
+    """``value`` as compact UTF-8 JSON with sorted keys: equal values give equal bytes, so a
+    create's body doubles as what a journal hashes to recognise the request."""
+    try:
+        return JsonBytes(_CANONICAL(value).encode())
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) included
+        raise TypeError(f"request body is not JSON-serialisable: {exc}") from None
 
 
 def default_headers() -> httpx.Headers:
@@ -41,8 +59,10 @@ def encode_body(
         return httpx.Headers(multipart.headers), multipart
     if json_body is None:
         return None, None
+    if isinstance(json_body, JsonBytes):
+        return JSON_TYPE, json_body
     try:
-        content = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+        content = _COMPACT(json_body).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(f"request body is not JSON-serialisable: {exc}") from None
     return JSON_TYPE, content

@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup
 from . import _concurrency, _errors
 from ._adaptive import PollingModel
 from ._concurrency import add_note, logger
+from ._encoding import canonical_json
 from ._errors import ApiError, ConnectionError, OomolConnectError, is_transient
 from ._inputs import build_create_payload, normalize_input_values, validate_manifest
 from ._logs import extract_result
@@ -52,6 +53,8 @@ class CreateCall:
     manifest: str
     input_values: list[NodeInputs]
     send: Callable[[], Awaitable[Task]]
+    body: bytes | None = None
+    """The JSON body as sent (``None`` for multipart): what a journal hashes."""
     lookup_budget: float = 0.0
     """Seconds the lookup of a lost answer rides out transient failures beyond the
     transport's own retries, and a create refused for now (429, ``Retry-After``) keeps
@@ -233,8 +236,9 @@ class Lifecycle:
     def json_call(self, request: CreateTaskRequest) -> CreateCall:
         """The create of ``request`` (validated now, before anything is sent)."""
         payload = build_create_payload(request)
+        body = canonical_json(payload)
         return CreateCall(
-            payload["manifest"], payload["inputValues"], lambda: self.api.create(payload)
+            payload["manifest"], payload["inputValues"], lambda: self.api.create(body), body
         )
 
     def multipart_call(

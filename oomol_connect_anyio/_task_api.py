@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import cast
 
+from ._encoding import JsonBytes
 from ._multipart import MultipartBody
 from ._responses import list_of_objects, logs_with_ids, object_with_id
 from ._transport import Transport
@@ -26,7 +27,7 @@ class TaskEndpoints:
         body = await self.transport.request("GET", "/v1/tasks")
         return {"tasks": cast("list[Task]", list_of_objects(body, "tasks"))}
 
-    async def create(self, payload: dict[str, object]) -> Task:
+    async def create(self, payload: dict[str, object] | JsonBytes) -> Task:
         body = await self.transport.request(
             "POST", "/v1/tasks", json_body=payload, idempotent=False
         )

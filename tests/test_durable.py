@@ -140,6 +140,21 @@ async def test_a_bad_lazy_request_is_its_own_outcome_with_a_journal(
     ]
 
 
+async def test_a_request_that_is_not_json_is_its_own_outcome_with_no_intent(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    jobs = [echo(0), {"manifest": "demo::echo", "inputValues": {"x": "\ud800"}}, echo(2)]
+    async with served(emulator) as client:
+        outcomes = await client.tasks.run_many(
+            jobs, polling_options=FAST, journal=tmp_path / "j", return_exceptions=True
+        )
+    assert isinstance(outcomes[1], TypeError)
+    assert "not JSON-serialisable" in str(outcomes[1])
+    assert emulator.stats()["tasks_created"] == 2
+    assert {line["i"] for line in records(tmp_path / "j")} == {0, 2}
+
+
 async def test_recorded_failures_stay_failed_unless_retry_failed(
     anyio_backend: str, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -32,6 +33,31 @@ def test_request_hash_is_stable_across_equivalent_spellings() -> None:
     as_list = {"manifest": "demo::echo", "inputValues": [{"handle": "text", "value": "hi"}]}
     assert request_hash(ECHO) == request_hash(as_list)
     assert request_hash(ECHO) != request_hash({**ECHO, "inputValues": {"text": "ho"}})
+
+
+def test_request_hash_is_the_one_earlier_journals_recorded() -> None:
+    """Journals written before the create body became canonical still resume."""
+    request = {"manifest": "p::b", "inputValues": {"text": "h\u00e9 \u2603", "n": 1.5}}
+    wire = {"manifest": "p::b", "inputValues": [{"nodeId": "_", "inputs": [
+        {"handle": "text", "value": "h\u00e9 \u2603"}, {"handle": "n", "value": 1.5}]}]}
+    text = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert request_hash(request) == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def test_any_string_a_server_sent_is_recorded_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    outcome = {"ok": True, "task_id": "t\u00e9", "task": {"id": "t\u00e9"},
+               "result": {"text": "\ud800 \u2603"}}
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, "h", "http://h\u00e9:1")
+        journal.record_task(0, "t\u00e9", "http://h\u00e9:1")
+        journal.record_outcome(0, outcome)
+    path.read_bytes().decode("ascii")  # every line is ASCII: nothing to mis-encode
+    async with Journal.open(path) as journal:
+        entry = journal.entry(0)
+        assert entry is not None
+        assert (entry.task_id, entry.server) == ("t\u00e9", "http://h\u00e9:1")
+        assert journal.outcome(0) == outcome
 
 
 async def test_replay_gives_each_index_its_progress(tmp_path: Path) -> None:
@@ -191,6 +217,81 @@ async def test_a_quiet_journal_is_synced_after_the_interval(
     async with Journal.open(tmp_path / "j", sync_interval=0.01, sync_every=1000) as journal:
         journal.record_intent(0, "h")
         await fsync.reach(1)
+
+
+async def test_by_default_syncs_go_by_time_not_by_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = _CountingFsync()
+    monkeypatch.setattr(os, "fsync", fsync)
+    async with Journal.open(tmp_path / "j", sync_interval=3600) as journal:
+        for index in range(1000):
+            journal.record_intent(index, "h")
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert fsync.calls == 0  # a thousand lines wait for the interval (or the close)
+    assert fsync.calls == 1
+
+
+async def test_the_sync_thread_ends_with_the_journal(tmp_path: Path) -> None:
+    def syncers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "oomol-journal-sync"]
+
+    before = len(syncers())
+    async with Journal.open(tmp_path / "j") as journal:
+        journal.record_intent(0, "h")
+        assert len(syncers()) == before + 1
+    assert len(syncers()) == before
+
+
+def _failing_fsync(fd: int) -> None:
+    raise OSError(5, "Input/output error")
+
+
+async def test_a_failed_sync_refuses_further_lines_and_fails_the_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "j"
+
+    async def batch() -> None:
+        async with Journal.open(path, sync_interval=3600) as journal:
+            journal.record_intent(0, "h")
+            monkeypatch.setattr(os, "fsync", _failing_fsync)
+            with pytest.raises(JournalError, match="cannot sync journal"):
+                await journal.sync()
+            with pytest.raises(JournalError, match="cannot sync journal"):
+                journal.record_task(0, "t")  # the line is not written: it could not be kept
+
+    with pytest.raises(JournalError, match=r"cannot sync journal .*Input/output error"):
+        await batch()
+    assert b'"e":"task"' not in path.read_bytes()
+
+
+async def test_a_failed_sync_at_close_never_masks_the_blocks_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def batch() -> None:
+        async with Journal.open(tmp_path / "j", sync_interval=3600) as journal:
+            journal.record_intent(0, "h")
+            monkeypatch.setattr(os, "fsync", _failing_fsync)
+            raise KeyError("the block's own")
+
+    with pytest.raises(KeyError, match="the block's own"):
+        await batch()
+
+
+async def test_a_failed_write_is_a_journal_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    async with Journal.open(tmp_path / "batch.journal") as journal:
+        monkeypatch.setattr(os, "write", full)
+        with pytest.raises(JournalError, match=r"batch\.journal.*No space left on device"):
+            journal.record_intent(0, "h")
+        monkeypatch.undo()
+        assert journal.entry(0) is None  # nothing in memory that the file does not hold
 
 
 def test_bad_sync_settings_are_refused(tmp_path: Path) -> None:

@@ -103,6 +103,32 @@ async def test_tasks_create_sends_only_manifest_and_wire_inputs(
     assert body["inputValues"] == wire_inputs
 
 
+@pytest.mark.anyio
+async def test_a_create_body_is_canonical_utf8_json() -> None:
+    """Sorted keys, no spaces, UTF-8: the bytes a journal hashes are the bytes sent."""
+    with mock_api() as router:
+        route = router.post("/v1/tasks").respond(200, json={"task": task()})
+        async with make_client() as client:
+            await client.tasks.create({"inputValues": {"text": "h\u00e9"}, "manifest": "p::b"})
+    assert route.calls.last.request.content == (
+        '{"inputValues":[{"inputs":[{"handle":"text","value":"h\u00e9"}],"nodeId":"_"}],'
+        '"manifest":"p::b"}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "value", ["\ud800", {"\udc00": 1}, object()], ids=["lone-surrogate", "in-a-key", "object"]
+)
+@pytest.mark.anyio
+async def test_a_create_that_is_not_json_fails_before_any_request(value: object) -> None:
+    with mock_api() as router:
+        route = router.post("/v1/tasks").respond(200, json={"task": task()})
+        async with make_client() as client:
+            with pytest.raises(TypeError, match="not JSON-serialisable"):
+                await client.tasks.create({"manifest": "p::b", "inputValues": {"x": value}})
+    assert route.call_count == 0
+
+
 @pytest.mark.parametrize("wrapped", [True, False])
 @pytest.mark.anyio
 async def test_tasks_get(wrapped: bool) -> None:
