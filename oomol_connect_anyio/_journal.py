@@ -11,13 +11,14 @@ the create leaves. No fsync is needed for that.
 Why fsyncs in groups, by time, from a thread of the journal's own: only a crash of the whole
 machine can lose lines the kernel has not written out, and ``fsync`` guards against that. A
 thread syncs whatever accumulated every ``sync_interval`` seconds (half a second by default), so
-such a crash loses at most that long's lines; a resume reconciles those runs on the server. Each
-time that thread wakes it must take the GIL from an event loop that releases it around every
-socket call, and the two trade it back and forth (dozens of context switches) until the thread
-gets it: waking 20 times a second cost a CPU-bound batch about 5% of its throughput, twice a
-second next to nothing. For the same reason it is not a worker thread per fsync (``to_thread``),
-which adds a hand-off each way, nor woken by a count of lines, which syncs the more often the
-faster a batch goes.
+such a crash loses at most that long's lines (a resume then waits again for a task whose outcome
+was lost, looks up one whose id was lost, and creates again a request whose intent was lost).
+Each time that thread wakes it must take the GIL from an event loop that releases it around
+every socket call, and the two trade it back and forth (dozens of context switches) until the
+thread gets it: waking 20 times a second cost a CPU-bound batch about 5% of its throughput;
+twice a second costs a few context switches. For the same reason it is not a worker thread per
+fsync (``to_thread``), which adds a hand-off each way, nor woken by a count of lines, which
+syncs the more often the faster a batch goes.
 
 Why a lock: two processes appending to one journal would interleave their batches; the second
 one is refused instead.
@@ -261,9 +262,8 @@ class _Syncer:
 
     The event loop only counts the lines it writes (``wrote``); the thread wakes every
     ``interval`` seconds (or once ``every`` lines wait, when given) and fsyncs when any
-    line is new.
-    A failed fsync is kept in ``failed``: the journal refuses further lines, since it
-    could no longer promise them.
+    line is new. A failed fsync is kept in ``failed``: the journal refuses further lines,
+    since it could no longer promise them.
     """
 
     def __init__(self, fd: int, path: Path, interval: float, every: int | None) -> None:
