@@ -173,7 +173,7 @@ async def test_recording_for_an_unknown_index_is_an_error(tmp_path: Path) -> Non
 
 
 class _CountingFsync:
-    """Counts fsync calls, which come from a worker thread."""
+    """Counts fsync calls, which come from the journal's sync thread."""
 
     def __init__(self) -> None:
         self.calls = 0
