@@ -354,8 +354,10 @@ async def test_a_batch_switches_to_the_learned_schedule_after_eight_completions(
     learned = [polls[i] for i, known in known_at_start.items() if known >= MIN_SAMPLES]
     assert len(unlearned) == MIN_SAMPLES
     assert len(learned) >= MIN_SAMPLES
-    assert min(unlearned) >= 5
+    # How many polls fit before 0.5 s depends on each poll's latency on a loaded machine
+    # (about 7 when idle): what learning must do at any pace is poll less than that.
     assert max(learned) <= 3
+    assert min(unlearned) > max(learned)
     assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == sum(polls)
     assert emulator.stats()["tasks_by_status"] == {"completed": 3 * MIN_SAMPLES}
     model = client.polling_model.stats()
