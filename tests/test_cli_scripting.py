@@ -388,17 +388,18 @@ def test_smaller_usage_errors(args: list[str], expected: str) -> None:
 
 @ahead
 def test_a_short_token_is_hidden_without_mangling_words() -> None:
+    # The port stays bound (never listening) while the CLI runs, so that connections are
+    # refused: a port closed first could be taken meanwhile by another test's server.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}/api"
-    plain, *short, hidden = (
-        one_error_line(done.stderr)
-        for done in spawn_all(*(
-            ["--base-url", base, *token, "blocks"]
-            for token in ([], ["--token", "err"], ["--token", "on"], ["--token", "api"])
-        ))
-    )
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        plain, *short, hidden = [
+            one_error_line(done.stderr)
+            for done in spawn_all(*(
+                ["--base-url", base, *token, "blocks"]
+                for token in ([], ["--token", "err"], ["--token", "on"], ["--token", "api"])
+            ))
+        ]
     assert "connection" in plain
     assert short == [plain, plain]  # short tokens inside words are left alone
     assert hidden == plain.replace("/api/", "/***/")
