@@ -18,6 +18,7 @@ interrupted, so that a resume runs it again.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -117,7 +118,7 @@ class DurableRuns:
         if entry is not None and (entry.outcome is not None or moved):
             entry = None  # a failure run again (retry_failed), or a create made nowhere
         server = lifecycle.api.transport.base_url
-        started = anyio.current_time()
+        started = time.monotonic()  # the clock TaskWait and adaptive polling count on
         with lifecycle.closable():
             if entry is not None and entry.task_id is not None:
                 waiter = TaskWait(

@@ -156,10 +156,11 @@ def test_bad_input_in_a_subprocess_is_one_line() -> None:
 
 
 def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # bound, never listening: refused while the CLI runs
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert main(["--base-url", f"http://127.0.0.1:{port}/api", "--token", "s3cret", "blocks"]) == 7
+        code = main(["--base-url", f"http://127.0.0.1:{port}/api", "--token", "s3cret", "blocks"])
+    assert code == 7
     out, err = capsys.readouterr()
     assert "s3cret" not in one_error_line(err)
     assert out == ""

@@ -145,10 +145,9 @@ def test_request_timeout(hung: str) -> None:
 
 @ahead
 def test_unreachable_server_json() -> None:
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # bound, never listening: refused while the CLI runs
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    done = against(f"http://127.0.0.1:{port}/api", "--json", "tasks", "list")
+        done = against(f"http://127.0.0.1:{sock.getsockname()[1]}/api", "--json", "tasks", "list")
     assert "cannot reach the server" in one_error_line(done.stderr)
     assert error_document(done.stdout, 7)["task_id"] is None
 

@@ -274,3 +274,22 @@ async def test_a_create_refused_for_good_is_recorded_as_its_outcome(
     assert last["e"] == "outcome"
     assert last["o"]["ok"] is False
     assert last["o"]["error_type"] == "ServerError"
+
+
+async def test_a_journaled_run_times_itself_on_the_same_clock_as_a_plain_one(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    # trio's clock starts far from time.monotonic() on purpose: a run that mixed the two
+    # would report (and poll adaptively by) an age off by hours.
+    emulator = Emulator()
+    adaptive: Any = {"interval_ms": 20, "backoff_strategy": "adaptive"}
+    async with served(emulator) as client:
+        with anyio.fail_after(30):
+            results = await client.tasks.run_many(
+                [sleep(index, 0.05) for index in range(10)], max_concurrency=2,
+                polling_options=adaptive, journal=tmp_path / "batch.journal",
+            )
+    for result in results:
+        stats = result["stats"]
+        assert 0 < stats["wall_ms"] < 30_000, stats
+        assert stats["time_to_running_ms"] is None or 0 <= stats["time_to_running_ms"] < 30_000
