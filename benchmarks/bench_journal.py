@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args(argv)
     if args.quick:
-        args.tasks, args.rounds = 200, 1
+        args.tasks, args.rounds = 50, 1
     report = Report(
         "Journal overhead (run_many_iter of instant tasks)",
         _common.command(__file__, argv),

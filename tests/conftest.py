@@ -6,7 +6,9 @@ over real loopback sockets; ``client`` is a client bound to it.
 
 from __future__ import annotations
 
+import compileall
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,21 @@ if TYPE_CHECKING:
     from oomol_connect_anyio.emulator import Emulator
 
 _STARTED_EARLY: list[ModuleType] = []
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the package and the benchmarks' modules once, before any test starts.
+
+    Many tests start Python subprocesses (the CLI, emulators, benchmark scripts, examples).
+    Where writing bytecode is off (``PYTHONDONTWRITEBYTECODE``, as on some CI machines),
+    each of them would compile every module it imports from source again: a tenth of the
+    suite's CPU time. They read bytecode written here whatever that setting says.
+    """
+    if hasattr(session.config, "workerinput"):
+        return
+    for folder in ("oomol_connect_anyio", "benchmarks"):
+        compileall.compile_dir(_ROOT / folder, quiet=1)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
