@@ -11,6 +11,7 @@ kept. The goal is a throughput within 5% of the journal-free batch's.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -103,6 +104,12 @@ def main(argv: list[str] | None = None) -> Report:
             f"{share:.3f}x",
             share >= 0.95,
         )
+        if len(runs["ratio"]) >= 4:  # how far one round's ratio strays: the noise to weigh
+            low, _, high = statistics.quantiles(runs["ratio"], n=4)
+            report.notes.append(
+                f"{backend}: rounds' ratios from {min(runs['ratio']):.3f}x to "
+                f"{max(runs['ratio']):.3f}x, the middle half {low:.3f}x-{high:.3f}x"
+            )
     report.raw = results
     report.notes.append(
         "Each run writes three journal lines (intent before the create, task id, outcome), "
