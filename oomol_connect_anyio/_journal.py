@@ -52,6 +52,9 @@ _HEADER_START = b'{"format":"oomol-connect-journal"'  # how _append writes the h
 # Built once (json.dumps given options builds an encoder on every call); ASCII, so that any
 # string a server sent (a lone surrogate too) makes a line that encodes and reads back.
 _LINE = json.JSONEncoder(separators=(",", ":")).encode
+# A record holds JSON decoded from answers, which cannot contain a cycle to look for.
+_RECORD = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_QUOTE = json.encoder.encode_basestring_ascii  # one string as JSON, straight to the C encoder
 
 
 class JournalError(OomolConnectError):
@@ -128,6 +131,7 @@ class Journal:
         self._fd = fd
         self.entries = entries
         self._syncer = syncer
+        self._server_fields: dict[str | None, str] = {}
 
     @classmethod
     @asynccontextmanager
@@ -166,7 +170,7 @@ class Journal:
             entries = _replay(fd, path)
             if os.fstat(fd).st_size == 0:
                 header = {"format": FORMAT, "version": VERSION, "created_at": time.time()}
-                _append(fd, _LINE(header), path)
+                _append(fd, _LINE(header) + "\n", path)
         except BaseException:
             os.close(fd)
             raise
@@ -191,25 +195,27 @@ class Journal:
         ``server`` (a base URL) when a batch spreads over several: a resume looks for the
         task of an interrupted create there."""
         entry = JournalEntry(index, digest, time.time(), server=server)
-        # Lines of a fixed shape are formatted by hand: on a CPU-bound batch, building and
-        # encoding a dict for each of a run's lines is a measurable share of its cost.
+        # Lines of a fixed shape are formatted by hand, with as few calls as can be: on a
+        # CPU-bound batch, each of a run's lines is a measurable share of its cost.
         self._write(
-            f'{{"i":{index:d},"e":"intent","h":{_LINE(digest)},"t":{entry.intent_at!r}'
-            f"{_server_field(server)}}}"
+            f'{{"i":{index:d},"e":"intent","h":{_QUOTE(digest)},"t":{entry.intent_at!r}'
+            f"{self._server_field(server)}}}\n"
         )
         self.entries[index] = entry  # only now: memory never runs ahead of the file
         return entry
 
     def record_task(self, index: int, task_id: str, server: str | None = None) -> None:
         entry = self._known(index)
-        self._write(f'{{"i":{index:d},"e":"task","id":{_LINE(task_id)}{_server_field(server)}}}')
+        self._write(
+            f'{{"i":{index:d},"e":"task","id":{_QUOTE(task_id)}{self._server_field(server)}}}\n'
+        )
         entry.task_id, entry.server = task_id, server
 
     def record_outcome(self, index: int, outcome: Mapping[str, Any]) -> None:
         """Record how ``index`` ended. A success's record (its task and result) is kept in
         the file only: a batch of many holds no copy of every result in memory."""
         entry = self._known(index)
-        self._write(f'{{"i":{index:d},"e":"outcome","o":{_LINE(outcome)}}}')
+        self._write(f'{{"i":{index:d},"e":"outcome","o":{_RECORD(outcome)}}}\n')
         entry.outcome = dict(outcome) if not outcome.get("ok") else {"ok": True, _IN_FILE: True}
 
     def outcome(self, index: int) -> dict[str, Any] | None:
@@ -228,7 +234,7 @@ class Journal:
     def record_interrupted(self, index: int) -> None:
         """The task of ``index`` was stopped unfinished: a resume creates it again."""
         entry = self._known(index)
-        self._write(f'{{"i":{index:d},"e":"interrupted"}}')
+        self._write(f'{{"i":{index:d},"e":"interrupted"}}\n')
         entry.task_id = None
 
     async def sync(self) -> None:
@@ -243,11 +249,20 @@ class Journal:
             raise JournalError(f"journal has no intent for request {index}")
         return entry
 
+    def _server_field(self, server: str | None) -> str:
+        """``,"server":"..."`` (nothing for ``None``), encoded once per server."""
+        field = self._server_fields.get(server)
+        if field is None:
+            field = self._server_fields[server] = _server_field(server)
+        return field
+
     def _write(self, line: str) -> None:
-        if self._syncer.failed is not None:  # lines that cannot be made durable: stop here
-            raise JournalError(self._syncer.failed)
+        """Write one whole line (ending in a newline) with one ``write(2)``."""
+        syncer = self._syncer
+        if syncer.failed is not None:  # lines that cannot be made durable: stop here
+            raise JournalError(syncer.failed)
         _append(self._fd, line, self.path)
-        self._syncer.wrote()
+        syncer.wrote()
 
     def _close_sync(self) -> str | None:
         """Stop the syncer (which syncs what is left), close the file; say why a sync failed."""
@@ -313,8 +328,8 @@ class _Syncer:
             self.sync_now()
 
 
-def _append(fd: int, text: str, path: Path) -> None:
-    data = text.encode() + b"\n"
+def _append(fd: int, line: str, path: Path) -> None:
+    data = line.encode()
     # One write(2) of a whole line on an O_APPEND descriptor: a reader never sees half of a
     # line unless the process died inside this very call, which _replay repairs.
     try:
