@@ -8,11 +8,13 @@ run picks up from there:
 - an intent and no task id (the process died while the create was in flight): the task
   is looked up on the server as a lost create is (``Lifecycle.find_created``) and adopted
   when exactly one matches, else created;
+- a task stopped unfinished (interrupted): created anew, with no lookup;
 - nothing: the intent is written, then the create is sent.
 
 A run abandoned by a cancellation looks at its task once more before stopping it: a task
-that finished meanwhile gets its outcome recorded; one that is stopped is recorded as
-interrupted, so that a resume runs it again.
+that finished meanwhile gets its outcome recorded; one that the server confirms stopped is
+recorded as interrupted, so that a resume runs it again. A task left running (a stop that
+failed, or ``stop_on_cancel`` off) keeps its recorded id: a resume waits for it.
 """
 
 from __future__ import annotations
@@ -47,10 +49,9 @@ class DurableRuns:
     ) -> None:
         self._journal = journal
         self._retry_failed = retry_failed
-        for entry in journal.entries.values():
-            if entry.task_id is not None:
-                for lifecycle in lifecycles:
-                    lifecycle.claim(entry.task_id)
+        for task_id in journal.task_ids:
+            for lifecycle in lifecycles:
+                lifecycle.claim(task_id)
 
     def check(self, index: int, request: CreateTaskRequest) -> None:
         """Refuse, before anything runs, a request that differs from the recorded one."""
@@ -115,8 +116,9 @@ class DurableRuns:
         assert call.body is not None  # a JSON create: its body is what the journal hashes
         digest = body_hash(call.body)
         entry = self._journal.check(index, digest)
-        if entry is not None and (entry.outcome is not None or moved):
-            entry = None  # a failure run again (retry_failed), or a create made nowhere
+        if entry is not None and (entry.outcome is not None or moved or entry.stopped):
+            entry = None  # a failure run again (retry_failed), a create made nowhere, or a
+            # task stopped unfinished: each is created anew
         server = lifecycle.api.transport.base_url
         started = time.monotonic()  # the clock TaskWait and adaptive polling count on
         with lifecycle.closable():
@@ -128,6 +130,7 @@ class DurableRuns:
                 task = None
                 if entry is not None:
                     task = await self._adopt(lifecycle, index, call, entry.intent_at * 1000)
+                adopted = task is not None
                 if task is None:
                     self._journal.record_intent(index, digest, server)
                     try:
@@ -136,8 +139,14 @@ class DurableRuns:
                         if not (may_move and never_created(exc)):
                             self._journal.record_outcome(index, failure(exc, None))
                         raise
-                self._journal.record_task(index, task["id"], server)
-                waiter = TaskWait.after_create(lifecycle, task, polling, started, last_look=True)
+                try:
+                    self._journal.record_task(index, task["id"], server)
+                except Exception:  # a task the journal cannot track must not run on
+                    await lifecycle.stop_abandoned(task["id"])
+                    raise
+                waiter = TaskWait.after_create(
+                    lifecycle, task, polling, started, last_look=True, adopted=adopted
+                )
             return await self._follow(lifecycle, index, waiter)
         raise AssertionError("unreachable")  # pragma: no cover - closable() raises
 
@@ -174,7 +183,9 @@ class DurableRuns:
         (the logs fetched within a stop's bound), else that it was interrupted."""
         task = waiter.last_task
         if task is None or not waiter.terminal:
-            self._journal.record_interrupted(index)
+            if waiter.stopped:
+                self._journal.record_interrupted(index, waiter.task_id)
+            # else the task may run on: its id is on record, and a resume waits for it
             return
         if task.get("status") != "completed":
             self._journal.record_outcome(

@@ -109,6 +109,8 @@ class JournalEntry:
     """The base URL the create went to (batches over several servers record it)."""
     outcome: dict[str, Any] | None = None
     """``{"ok": True, "result": ...}`` or ``{"ok": False, "error_type", "message", "task_id"}``."""
+    stopped: str | None = None
+    """The task of this attempt, stopped unfinished: a resume creates the request anew."""
 
 
 def request_hash(request: object) -> str:
@@ -125,11 +127,19 @@ class Journal:
     """One batch's journal file; open it with ``async with Journal.open(path) as journal``."""
 
     def __init__(
-        self, path: Path, fd: int, entries: dict[int, JournalEntry], syncer: _Syncer
+        self,
+        path: Path,
+        fd: int,
+        entries: dict[int, JournalEntry],
+        task_ids: set[str],
+        syncer: _Syncer,
     ) -> None:
         self.path = path
         self._fd = fd
         self.entries = entries
+        self.task_ids = task_ids
+        """Every task id the journal has recorded, for every attempt: a resume claims them
+        all, so that no lookup of an interrupted create adopts one of them."""
         self._syncer = syncer
         self._server_fields: dict[str | None, str] = {}
 
@@ -167,14 +177,14 @@ class Journal:
             raise JournalError(f"cannot open journal {str(path)!r}: {exc.strerror}") from None
         try:
             _lock(fd, path)
-            entries = _replay(fd, path)
+            entries, task_ids = _replay(fd, path)
             if os.fstat(fd).st_size == 0:
                 header = {"format": FORMAT, "version": VERSION, "created_at": time.time()}
                 _append(fd, _LINE(header) + "\n", path)
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, entries, _Syncer(fd, path, sync_interval, sync_every))
+        return cls(path, fd, entries, task_ids, _Syncer(fd, path, sync_interval, sync_every))
 
     def entry(self, index: int) -> JournalEntry | None:
         return self.entries.get(index)
@@ -210,6 +220,7 @@ class Journal:
             f'{{"i":{index:d},"e":"task","id":{_QUOTE(task_id)}{self._server_field(server)}}}\n'
         )
         entry.task_id, entry.server = task_id, server
+        self.task_ids.add(task_id)
 
     def record_outcome(self, index: int, outcome: Mapping[str, Any]) -> None:
         """Record how ``index`` ended. A success's record (its task and result) is kept in
@@ -231,11 +242,13 @@ class Journal:
                     entry.outcome = dict(json.loads(raw)["o"])
         return entry.outcome
 
-    def record_interrupted(self, index: int) -> None:
-        """The task of ``index`` was stopped unfinished: a resume creates it again."""
+    def record_interrupted(self, index: int, task_id: str) -> None:
+        """The task of ``index`` (``task_id``) was stopped unfinished: a resume creates the
+        request again, with no lookup (the stopped task is known, and no other is its own)."""
         entry = self._known(index)
-        self._write(f'{{"i":{index:d},"e":"interrupted"}}\n')
-        entry.task_id = None
+        self._write(f'{{"i":{index:d},"e":"interrupted","id":{_QUOTE(task_id)}}}\n')
+        entry.task_id, entry.stopped = None, task_id
+        self.task_ids.add(task_id)
 
     async def sync(self) -> None:
         """Make every line written so far durable now."""
@@ -355,9 +368,11 @@ def _lock(fd: int, path: Path) -> None:
         raise JournalError(f"journal {str(path)!r} is in use by another process") from None
 
 
-def _replay(fd: int, path: Path) -> dict[int, JournalEntry]:
-    """Read every line into entries; cut a torn last line (the process died mid-write)."""
+def _replay(fd: int, path: Path) -> tuple[dict[int, JournalEntry], set[str]]:
+    """Read every line into entries and the task ids seen; cut a torn last line (the
+    process died mid-write)."""
     entries: dict[int, JournalEntry] = {}
+    task_ids: set[str] = set()
     complete = 0
     with open(os.dup(fd), "rb") as file:
         for number, raw in enumerate(file, start=1):
@@ -377,10 +392,10 @@ def _replay(fd: int, path: Path) -> dict[int, JournalEntry]:
             if number == 1:
                 _check_header(record, path)
             else:
-                _apply(entries, record, path, number)
+                _apply(entries, task_ids, record, path, number)
     if complete < os.fstat(fd).st_size:
         os.ftruncate(fd, complete)
-    return entries
+    return entries, task_ids
 
 
 def _check_header(header: Any, path: Path) -> None:
@@ -393,14 +408,16 @@ def _check_header(header: Any, path: Path) -> None:
         )
 
 
-def _apply(entries: dict[int, JournalEntry], record: Any, path: Path, number: int) -> None:
+def _apply(
+    entries: dict[int, JournalEntry], task_ids: set[str], record: Any, path: Path, number: int
+) -> None:
     try:
-        _apply_record(entries, record)
+        _apply_record(entries, task_ids, record)
     except (KeyError, TypeError, ValueError):
         raise JournalError(f"journal {str(path)!r} line {number} is not a journal record") from None
 
 
-def _apply_record(entries: dict[int, JournalEntry], record: Any) -> None:
+def _apply_record(entries: dict[int, JournalEntry], task_ids: set[str], record: Any) -> None:
     index, event = int(record["i"]), record["e"]
     if event == "intent":
         server = record.get("server")
@@ -411,9 +428,15 @@ def _apply_record(entries: dict[int, JournalEntry], record: Any) -> None:
     entry = entries[index]
     if event == "task":
         entry.task_id, entry.server = str(record["id"]), record.get("server")
+        task_ids.add(entry.task_id)
     elif event == "outcome":
         entry.outcome = dict(record["o"])
     elif event == "interrupted":
-        entry.task_id = None
+        # Lines from before the stopped task's id was recorded name none: such an entry is
+        # looked up again as an interrupted create is (its task may not have been stopped).
+        stopped = record.get("id")
+        entry.task_id, entry.stopped = None, stopped and str(stopped)
+        if entry.stopped is not None:
+            task_ids.add(entry.stopped)
     else:
         raise ValueError(f"unknown event {event!r}")

@@ -93,15 +93,19 @@ class TaskWait:
         started: float | None = None,
         created: Task | None = None,
         last_look: bool = False,
+        adopted: bool = False,
     ) -> None:
         self._tasks = tasks
         self._created = created
         self._last_look = last_look
         self.task_id = task_id
+        self.stopped = False
+        """Whether this wait, abandoned, stopped its task (the server said so)."""
         # Adaptive polling: the delays come from what the client learned (None otherwise).
-        self._polling, self._schedule = adapt(
-            tasks.polling_model, polling, started if created is not None else None
-        )
+        # A task this wait's caller created began after ``started``; an adopted one (made by
+        # an earlier process) may be far older, which only its ``created_at`` tells.
+        earliest = started if created is not None and not adopted else None
+        self._polling, self._schedule = adapt(tasks.polling_model, polling, earliest)
         self._emit = emit
         self._follow_logs = emit is not None or polling.on_log is not None
         self.logs: list[TaskLog] = []
@@ -127,14 +131,17 @@ class TaskWait:
         started: float,
         *,
         last_look: bool = False,
+        adopted: bool = False,
     ) -> TaskWait:
-        """The wait for a task this client just created (``created`` is the answer).
+        """The wait for a task this client just created (``created`` is the answer), or
+        ``adopted``: found on the server, made by an interrupted earlier attempt.
 
         With ``last_look``, a wait abandoned unfinished checks the task once more before
         stopping it: one that has finished meanwhile is left as it is, in ``last_task``.
         """
         return cls(
-            tasks, created["id"], polling, started=started, created=created, last_look=last_look
+            tasks, created["id"], polling, started=started, created=created, last_look=last_look,
+            adopted=adopted,
         )
 
     @property
@@ -163,7 +170,7 @@ class TaskWait:
                 self._raise_for_status(task)
         except BaseException:
             if self._polling.stop_on_cancel and not await self._finished_after_all():
-                await self._tasks.stop_abandoned(self.task_id)
+                self.stopped = await self._tasks.stop_abandoned(self.task_id)
             raise
         finally:
             current_tally.reset(token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from typing import Any
 
 import anyio
 import pytest
@@ -415,3 +416,31 @@ async def test_a_warm_start_from_another_client_skips_the_exponential_waits(
         fresh.polling_model.seed(client.polling_model.export())
         result = await fresh.tasks.run(request, polling_options=options)  # type: ignore[arg-type]
     assert result["stats"]["status_polls"] <= 3
+
+
+def test_an_adopted_task_is_polled_by_its_age_not_from_the_wait_start() -> None:
+    # A batch that adopts the task of an interrupted create (made by an earlier process)
+    # must not take the task for one created just now, as it rightly does its own.
+    import time
+    from types import SimpleNamespace
+
+    from oomol_connect_anyio._task_wait import TaskWait
+
+    model = PollingModel()
+    model.seed({"durations_ms": {"m": [1500.0] * MIN_SAMPLES}})
+    shape = model.shape("m")
+    assert shape is not None
+    source: Any = SimpleNamespace(polling_model=model)
+    created = {"id": "t", "status": "running", "manifest_path": "m",
+               "created_at": time.time() * 1000 - 1400}  # created 1.4 s ago
+    delays = {}
+    for adopted in (True, False):
+        waiter = TaskWait.after_create(
+            source, created, adaptive(), time.monotonic(), adopted=adopted
+        )
+        waiter._observe(created)  # what wait() does first with the create answer
+        assert waiter._polling.next_delay is not None
+        delays[adopted] = waiter._polling.next_delay()
+    assert delays[True] == pytest.approx(shape.delay_after(1.4, adaptive()), abs=0.05)
+    assert delays[False] == pytest.approx(shape.delay_after(0.0, adaptive()), abs=0.05)
+    assert delays[True] < delays[False]

@@ -13,6 +13,7 @@ import pytest
 from helpers import served
 
 from oomol_connect_anyio import (
+    JournalError,
     JournalMismatchError,
     RecordedError,
     TaskFailedError,
@@ -293,3 +294,88 @@ async def test_a_journaled_run_times_itself_on_the_same_clock_as_a_plain_one(
         stats = result["stats"]
         assert 0 < stats["wall_ms"] < 30_000, stats
         assert stats["time_to_running_ms"] is None or 0 <= stats["time_to_running_ms"] < 30_000
+
+
+async def test_identical_requests_stopped_by_an_interrupt_run_anew_on_resume(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    # Two stopped tasks match either request: a resume that looked them up could not tell
+    # whose is whose and would refuse both, for good.
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    jobs = [sleep(0, 1000), sleep(0, 1000)]  # the same request twice
+    async with served(emulator) as client:
+        with anyio.fail_after(30), anyio.CancelScope() as interrupt:
+            async with client.tasks.run_many_iter(jobs, polling_options=FAST, journal=path):
+                # Both task ids on record, so that neither create is in flight at the interrupt.
+                while [line["e"] for line in records(path)].count("task") < 2:  # noqa: ASYNC110 - a file has no event
+                    await anyio.sleep(0.01)
+                interrupt.cancel()
+                await anyio.lowlevel.checkpoint()
+    assert running(emulator) == 0
+    assert {line["i"]: line["e"] for line in records(path)} == {0: "interrupted", 1: "interrupted"}
+
+    outcomes: list[Any] = []
+    async with served(emulator) as client:  # as a new process: nothing claimed yet
+        with anyio.fail_after(30), anyio.CancelScope() as interrupt:
+            batch = client.tasks.run_many_iter(
+                jobs, polling_options=FAST, journal=path, return_exceptions=True
+            )
+            async with batch as results, anyio.create_task_group() as group:
+                group.start_soon(lambda: _collect(results, outcomes))
+                while emulator.stats()["tasks_created"] < 4 and not outcomes:  # noqa: ASYNC110 - the emulator has no event
+                    await anyio.sleep(0.01)
+                interrupt.cancel()
+    assert outcomes == []  # no refusal: each was created anew
+    assert emulator.stats()["tasks_created"] == 4
+    assert running(emulator) == 0
+
+
+async def _collect(results: Any, into: list[Any]) -> None:
+    async for item in results:
+        into.append(item)
+
+
+async def test_a_task_left_running_by_an_interrupt_is_waited_for_on_resume(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    keep_running: Any = {**FAST, "stop_on_cancel": False}
+    jobs = [sleep(0, 1.5)]
+    async with served(emulator) as client:
+        with anyio.fail_after(30), anyio.CancelScope() as interrupt:
+            async with client.tasks.run_many_iter(
+                jobs, polling_options=keep_running, journal=path
+            ):
+                while emulator.stats()["tasks_created"] < 1:  # noqa: ASYNC110 - the emulator has no event
+                    await anyio.sleep(0.01)
+                interrupt.cancel()
+                await anyio.lowlevel.checkpoint()
+    # Not stopped, so not "interrupted": a resume must wait for it, not create another.
+    assert [line["e"] for line in records(path)] == ["intent", "task"]
+    async with served(emulator) as client:
+        with anyio.fail_after(30):
+            [result] = await client.tasks.run_many(jobs, polling_options=FAST, journal=path)
+    assert result["result"] == {"slept": 1.5}
+    assert emulator.stats()["tasks_created"] == 1
+
+
+async def test_a_task_whose_id_cannot_be_recorded_is_stopped(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    emulator = Emulator()
+    async with Journal.open(tmp_path / "batch.journal") as journal:
+
+        def failing_sync(event: Any) -> None:  # the journal's fsync fails during the create
+            if event.route == "POST /v1/tasks":
+                journal._syncer.failed = "cannot sync journal: Input/output error"
+
+        async with served(emulator, on_request=failing_sync) as client:
+            [outcome] = await client.tasks.run_many(
+                [sleep(0, 1000)], journal=journal, return_exceptions=True
+            )
+        journal._syncer.failed = None  # only so that this test's journal closes quietly
+    assert isinstance(outcome, JournalError)
+    assert emulator.stats()["tasks_created"] == 1
+    assert running(emulator) == 0  # not left running where no journal tracks it

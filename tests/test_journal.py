@@ -72,10 +72,12 @@ async def test_replay_gives_each_index_its_progress(tmp_path: Path) -> None:
         journal.record_intent(2, digest)
         journal.record_intent(3, digest)
         journal.record_task(3, "t-3")
-        journal.record_interrupted(3)
+        journal.record_interrupted(3, "t-3")
+        journal.record_intent(3, digest)  # the interrupted request's next attempt
     async with Journal.open(path) as journal:
         done, attached, intent, interrupted = (journal.entry(i) for i in range(4))
         assert journal.entry(4) is None
+        assert journal.task_ids == {"t-0", "t-1", "t-3"}  # every attempt's, for the claims
     assert done is not None
     assert (done.task_id, done.server) == ("t-0", "http://a")
     assert done.outcome == {"ok": True, "result": {"out": 1}}
@@ -85,7 +87,26 @@ async def test_replay_gives_each_index_its_progress(tmp_path: Path) -> None:
     assert (intent.task_id, intent.outcome) == (None, None)
     assert intent.intent_at > 0
     assert interrupted is not None
-    assert interrupted.task_id is None
+    assert (interrupted.task_id, interrupted.stopped) == (None, None)  # a new attempt began
+
+
+async def test_an_interrupted_line_names_the_stopped_task(tmp_path: Path) -> None:
+    path = tmp_path / "batch.journal"
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, "h")
+        journal.record_task(0, "t-0")
+        journal.record_interrupted(0, "t-0")
+    async with Journal.open(path) as journal:
+        entry = journal.entry(0)
+        assert entry is not None
+        assert (entry.task_id, entry.stopped) == (None, "t-0")
+    # A line written before the stopped task was named: that entry is looked up again.
+    path.write_text(path.read_text().replace('"interrupted","id":"t-0"}', '"interrupted"}'))
+    async with Journal.open(path) as journal:
+        entry = journal.entry(0)
+        assert entry is not None
+        assert (entry.task_id, entry.stopped) == (None, None)
+        assert journal.task_ids == {"t-0"}
 
 
 async def test_a_torn_last_line_is_cut_and_appending_goes_on(tmp_path: Path) -> None:
