@@ -270,3 +270,26 @@ def _kill_and_resume(url: str, folder: Path, backend: str) -> dict[str, int]:
     assert len(tasks_marked(url, marker)) == count  # exactly N creates
     assert still_running(url, marker) == []
     return cut
+
+
+@ahead
+def test_fail_fast_on_resume_reports_the_recorded_failure_in_one_line(
+    url: str, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        *sleeps(marker, 0),
+        {"manifest": "demo::fail", "inputValues": {"message": "broken on purpose"}},
+    ])
+    journal, out = str(tmp_path / "b.journal"), str(tmp_path / "out.jsonl")
+    first = spawn(*batch(url, jobs, "-c", "1", "--journal", journal, "-o", out, "--fail-fast"))
+    assert first.returncode == 3, first.stderr
+    again = spawn(*batch(
+        url, jobs, "-c", "1", "--journal", journal, "-o", out, "--resume", "--fail-fast"
+    ))
+    assert again.returncode == 3, again.stderr  # the recorded failure, not a traceback
+    assert "Traceback" not in again.stderr
+    *_, summary, error = again.stderr.splitlines()  # the batch's summary, then the error
+    assert summary.startswith("run-many: 2/2 done, 1 failed")
+    assert "broken on purpose" in one_error_line(error)
+    assert sorted(line["index"] for line in outcome_lines(Path(out))) == [0, 1]

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 FAST: Any = {"interval_ms": 20, "backoff_strategy": "fixed"}
 # An outage budget short enough for a test that wants a wait to give up on a dead server.
 SHORT_BUDGET: Any = {**FAST, "poll_error_budget_ms": 200}
-GUARD = 10  # seconds: a generous bound that only a hung test would reach
+GUARD = 30  # seconds: a bound that only a hung test would reach, even on a loaded machine
 LONG = {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}}
 
 # The README states these figures: 500 runs at concurrency 50 at default client settings

@@ -10,6 +10,9 @@ from .. import (
     AuthenticationError,
     ConnectionError,
     InstallFailedError,
+    JournalError,
+    OomolConnectError,
+    RecordedError,
     TaskFailedError,
     TaskStoppedError,
     TimeoutError,
@@ -54,7 +57,8 @@ exit codes:
   6    the server answered with an error (HTTP 4xx/5xx, e.g. an unknown manifest)
   7    the server could not be reached or did not answer (--request-timeout)
   8    the server refused the token (HTTP 401/403)
-  9    a local resource failed (e.g. the emulator's port is in use)
+  9    a local resource failed (e.g. the emulator's port is in use, or the journal
+       cannot be written)
   130  interrupted (Ctrl-C, SIGINT); tasks this command created were stopped first
   143  terminated (SIGTERM), 129 hung up (SIGHUP): as for Ctrl-C (128 + the signal)
   141  stdout was closed early (e.g. piped into head)"""
@@ -69,6 +73,11 @@ _CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (AuthenticationError, Exit.AUTH),
     (ApiError, Exit.API),
     (ConnectionError, Exit.CONNECTION),
+    (RecordedError, Exit.FAILED),  # a job that failed in an earlier attempt of the batch
+    (JournalError, Exit.LOCAL),  # the journal file could not be written or synced
+    # Any other error the library names (a lookup that cannot tell a task apart, say):
+    # the job failed, reported in one line like the rest.
+    (OomolConnectError, Exit.FAILED),
 )
 
 
