@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 from cli_support import (
     CLI,
@@ -32,6 +34,9 @@ from cli_support import (
     wait_until,
     write_jobs,
 )
+
+from oomol_connect_anyio import Journal
+from oomol_connect_anyio._journal import request_hash
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +298,31 @@ def test_fail_fast_on_resume_reports_the_recorded_failure_in_one_line(
     assert summary.startswith("run-many: 2/2 done, 1 failed")
     assert "broken on purpose" in one_error_line(error)
     assert sorted(line["index"] for line in outcome_lines(Path(out))) == [0, 1]
+
+
+def test_a_failure_the_journal_does_not_hold_is_replaced_on_resume(tmp_path: Path) -> None:
+    # A create interrupted in an earlier attempt, then a resume whose lookup of it fails
+    # before any task exists: that failure is not on record, so the next resume runs the
+    # job again, and its line must replace the failure line, not be dropped for it.
+    job = {"manifest": "demo::echo", "inputValues": {"text": uuid.uuid4().hex}}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job])
+    journal, out = tmp_path / "b.journal", tmp_path / "out.jsonl"
+    with emulator_process() as url:
+        admin = url.removesuffix("/api") + "/__emulator/faults"
+
+        async def interrupted_create() -> None:
+            async with Journal.open(journal) as opened:
+                opened.record_intent(0, request_hash(job), url)
+
+        anyio.run(interrupted_create)
+        listing_refused = {"route": "GET /v1/tasks", "error_rate": 1.0, "error_statuses": [400]}
+        httpx.post(admin, json=listing_refused).raise_for_status()
+        failed = spawn(*batch(url, jobs, "--journal", str(journal), "-o", str(out), "--resume"))
+        assert failed.returncode == 3, failed.stderr
+        assert [line["ok"] for line in outcome_lines(out)] == [False]
+        httpx.delete(admin).raise_for_status()
+        done = spawn(*batch(url, jobs, "--journal", str(journal), "-o", str(out), "--resume"))
+        assert done.returncode == 0, done.stderr
+    [line] = outcome_lines(out)
+    assert line["ok"] is True
+    assert line["result"] == job["inputValues"]

@@ -10,7 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +18,7 @@ import anyio
 import anyio.to_thread
 from anyio import AsyncFile
 
-if sys.version_info < (3, 11):
-    pass
-
-from .. import JournalError, RunResult, ServerPool, Task, WaitStats
+from .. import Journal, JournalError, RunResult, ServerPool, Task, WaitStats
 from ..resources.tasks import Tasks
 from ._errors import Exit, UsageError
 from ._options import open_client, polling_options
@@ -118,19 +115,48 @@ Sink = AsyncFile[str] | _Stdout
 
 
 @asynccontextmanager
+async def _journal(path: str | None) -> AsyncIterator[Journal | None]:
+    """The batch's journal (``--journal``), opened before ``-o`` is touched: a journal in
+    use by another process refuses this one before anything is rewritten or sent."""
+    if path is None:
+        yield None
+        return
+    stack = AsyncExitStack()
+    try:
+        journal = await stack.enter_async_context(Journal.open(path))
+    except JournalError as exc:  # not a journal, or in use elsewhere: nothing ran
+        raise UsageError(str(exc)) from None
+    async with stack:
+        yield journal
+
+
+def failures_on_record(journal: Journal | None, jobs: range) -> set[int]:
+    """The jobs (by their index in the jobs file) whose failure the journal holds: a resume
+    returns it again. Any other failure line of ``-o`` (the server could not be reached
+    before any task existed, say) is dropped on resume, since that job runs again."""
+    if journal is None:
+        return set()
+    return {
+        jobs[index]
+        for index, entry in journal.entries.items()
+        if index < len(jobs) and entry.outcome is not None and not entry.outcome.get("ok")
+    }
+
+
+@asynccontextmanager
 async def _sink(
-    path: str | None, *, resume: bool, retry_failed: bool
+    path: str | None, *, resume: bool, retry_failed: bool, recorded_failures: set[int]
 ) -> AsyncIterator[tuple[Sink, set[int]]]:
     """``-o`` opened for writing (appending, with ``--resume``), or stdout (left open); and
-    the job indexes it already holds, whose outcomes are not written again (with
-    ``--retry-failed``, its failure lines are dropped first: those jobs run again)."""
+    the job indexes it already holds, whose outcomes are not written again. On resume its
+    failure lines are dropped first unless the journal holds that failure (all of them with
+    ``--retry-failed``): those jobs run again."""
     if path is None:
         yield _Stdout(), set()
         return
+    keep = set() if retry_failed else recorded_failures
     try:
-        written = (
-            await anyio.to_thread.run_sync(_repair, path, retry_failed) if resume else set()
-        )
+        written = await anyio.to_thread.run_sync(_repair, path, keep) if resume else set()
         file = await anyio.open_file(path, "a" if resume else "x", encoding="utf-8")
     except FileExistsError:
         raise UsageError(
@@ -142,9 +168,9 @@ async def _sink(
         yield file, written
 
 
-def _repair(path: str, drop_failures: bool) -> set[int]:
+def _repair(path: str, keep_failures: set[int]) -> set[int]:
     """Cut a torn last line off an outcome file (the writer died mid-line), drop its failure
-    lines when asked, and return the indexes of the outcomes it keeps."""
+    lines but those of ``keep_failures``, and return the indexes of the outcomes it keeps."""
     try:
         with open(path, "rb") as file:
             data = file.read()
@@ -159,7 +185,7 @@ def _repair(path: str, drop_failures: bool) -> set[int]:
         except (ValueError, AttributeError):
             kept.append(line)
             continue
-        if drop_failures and ok is False:
+        if ok is False and index not in keep_failures:
             continue
         kept.append(line)
         if isinstance(index, int):
@@ -267,9 +293,11 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
     bar = BatchBar(out, len(jobs))
     async with (
         _servers(args) as servers,
-        _sink(args.output, resume=args.resume, retry_failed=args.retry_failed) as (
-            sink, written
-        ),
+        _journal(args.journal) as journal,
+        _sink(
+            args.output, resume=args.resume, retry_failed=args.retry_failed,
+            recorded_failures=failures_on_record(journal, picked),
+        ) as (sink, written),
     ):
         recorder = _Recorder(sink, summary, bar, picked, written)
         refused = False
@@ -280,7 +308,7 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                 max_concurrency=args.concurrency if len(args.base_urls) <= 1 else None,
                 polling_options=polling_options(args, on_progress=recorder.started),
                 return_exceptions=True,  # --fail-fast stops at the first failure itself
-                journal=args.journal,
+                journal=journal,
                 retry_failed=args.retry_failed,
             )
         except (TypeError, ValueError) as exc:  # jobs_file checked each line: not expected
