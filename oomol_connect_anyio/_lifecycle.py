@@ -420,6 +420,9 @@ class Lifecycle:
     async def _create_inline(
         self, call: CreateCall, shields: set[anyio.CancelScope] | None
     ) -> Task:
+        # Nothing to create for a caller cancelled already (a batch's run started just
+        # before the batch aborted, say): the shield below would carry the create through.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         shield = anyio.CancelScope(shield=True)
         if shields is not None:
             shields.add(shield)

@@ -118,6 +118,22 @@ async def test_aclose_with_runs_in_flight_cancels_them_and_stops_their_tasks() -
 # -- the cleanup stop -------------------------------------------------------------------------
 
 
+async def test_a_caller_cancelled_before_its_create_sends_nothing(anyio_backend: str) -> None:
+    # A client used without `async with` creates inline, under a shield; a run already
+    # cancelled when it gets there (an aborting batch's run started a moment before the
+    # abort) must not send a create that the shield would then carry through.
+    emulator = Emulator()
+    async with serve_emulator(emulator, host="127.0.0.1", port=0) as url:
+        client = OomolConnectClient(base_url=url, retry_delay=0.001)
+        try:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await client.tasks.run(LONG, FAST)
+        finally:
+            await client.aclose()
+    assert emulator.stats()["tasks_created"] == 0
+
+
 async def test_a_stop_is_never_sent_for_a_task_seen_terminal() -> None:
     emulator = Emulator()
     async with served(emulator) as client:
