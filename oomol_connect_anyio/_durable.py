@@ -111,7 +111,7 @@ class DurableRuns:
         this is that second attempt, whose intent is known to have made nothing.
         """
         call = dataclasses.replace(
-            lifecycle.json_call(request), lookup_budget=polling.poll_error_budget
+            lifecycle.json_call(request), lookup_budget=polling.poll_error_budget, movable=may_move
         )
         assert call.body is not None  # a JSON create: its body is what the journal hashes
         digest = body_hash(call.body)

@@ -34,7 +34,7 @@ from ._inputs import build_create_payload, normalize_input_values, validate_mani
 from ._logs import extract_result
 from ._multipart import Files, MultipartBody, prepare_files
 from ._options import Polling
-from ._reconcile import may_have_been_taken, may_send_again, reconcile_create
+from ._reconcile import may_have_been_taken, may_send_again, never_created, reconcile_create
 from ._task_api import TaskEndpoints
 from ._task_wait import TERMINAL, TaskWait
 from ._types import CreateTaskRequest, NodeInputs, RunResult, Task, TaskInputValues, TaskLog
@@ -52,7 +52,8 @@ class CreateCall:
 
     manifest: str
     input_values: list[NodeInputs]
-    send: Callable[[], Awaitable[Task]]
+    send: Callable[[bool], Awaitable[Task]]
+    """Send the create once; ``True``: with the transport's retries of what was not taken."""
     body: bytes | None = None
     """The JSON body as sent (``None`` for multipart): what a journal hashes."""
     lookup_budget: float = 0.0
@@ -60,6 +61,9 @@ class CreateCall:
     transport's own retries, and a create refused for now (429, ``Retry-After``) keeps
     being asked again: a run gives its outage budget (``poll_error_budget_ms``), as it
     would ride out the outage while waiting anyway; a bare ``create()`` none."""
+    movable: bool = False
+    """A batch over several servers may send this create to another one: what it certainly
+    did not take (refused for now, or never sent) is raised at once, not asked again here."""
 
 
 @dataclass
@@ -238,7 +242,8 @@ class Lifecycle:
         payload = build_create_payload(request)
         body = canonical_json(payload)
         return CreateCall(
-            payload["manifest"], payload["inputValues"], lambda: self.api.create(body), body
+            payload["manifest"], payload["inputValues"],
+            lambda retry: self.api.create(body, retry=retry), body,
         )
 
     def multipart_call(
@@ -249,7 +254,9 @@ class Lifecycle:
         values = normalize_input_values(input_values)
         fields = {"manifest": target, "inputValues": json.dumps(values)}
         body = MultipartBody(fields, prepare_files(files))
-        return CreateCall(target, values, lambda: self.api.create_multipart(body))
+        return CreateCall(
+            target, values, lambda retry: self.api.create_multipart(body, retry=retry)
+        )
 
     async def create(self, call: CreateCall) -> Task:
         """Send a create and return its task, recovering a task whose answer was lost.
@@ -265,6 +272,8 @@ class Lifecycle:
             try:
                 task = await self._send(call)
             except (ApiError, ConnectionError) as exc:
+                if call.movable and never_created(exc):
+                    raise  # another server of the batch gets it
                 if _come_back_later(exc):
                     # Not taken, and the server said when to ask again: a run keeps asking
                     # within its outage budget, as it rides out missed polls.
@@ -292,7 +301,7 @@ class Lifecycle:
 
     async def _send(self, call: CreateCall) -> Task:
         try:
-            return await call.send()
+            return await call.send(not call.movable)
         except Exception as exc:
             hook_error = getattr(_errors, "HookError", None)
             if hook_error is not None and isinstance(exc, hook_error):

@@ -344,9 +344,8 @@ class RunMany:
                         may_move=may_move, moved=moves > 0,
                     )
                 else:
-                    result = await lifecycle.run(
-                        lifecycle.json_call(request), polling, self._shields
-                    )
+                    call = dataclasses.replace(lifecycle.json_call(request), movable=may_move)
+                    result = await lifecycle.run(call, polling, self._shields)
             except Exception as exc:
                 if placement.failed(lifecycle, exc) and may_move:
                     moves += 1

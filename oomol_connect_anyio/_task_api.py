@@ -27,15 +27,15 @@ class TaskEndpoints:
         body = await self.transport.request("GET", "/v1/tasks")
         return {"tasks": cast("list[Task]", list_of_objects(body, "tasks"))}
 
-    async def create(self, payload: dict[str, object] | JsonBytes) -> Task:
+    async def create(self, payload: dict[str, object] | JsonBytes, *, retry: bool = True) -> Task:
         body = await self.transport.request(
-            "POST", "/v1/tasks", json_body=payload, idempotent=False
+            "POST", "/v1/tasks", json_body=payload, idempotent=False, retry=retry
         )
         return cast(Task, object_with_id(body, "task"))
 
-    async def create_multipart(self, body: MultipartBody) -> Task:
+    async def create_multipart(self, body: MultipartBody, *, retry: bool = True) -> Task:
         answer = await self.transport.request(
-            "POST", "/v1/tasks", multipart=body, idempotent=False
+            "POST", "/v1/tasks", multipart=body, idempotent=False, retry=retry
         )
         return cast(Task, object_with_id(answer, "task"))
 

@@ -222,8 +222,24 @@ async def test_servers_that_refuse_every_create_end_the_run_after_one_try_each(
     assert outcomes[0].server in {s.url for s in started}
     assert sum(server.created() for server in started) == 0
     drains = [r for r in caplog.records if "drained" in r.getMessage()]
-    assert len(drains) == 3  # three placements, each asking again within its budget
-    assert sent > 3 * 3  # beyond the transport's own two retries each
+    assert len(drains) == 3  # three placements: two that may move, then the last
+    assert sent > 2 + 3  # the two movable ones asked once each; the last asked again
+
+
+async def test_a_create_refused_for_now_goes_to_another_server_at_once(
+    anyio_backend: str,
+) -> None:
+    """A server at capacity answers 429 with Retry-After: the create made nothing there,
+    so it moves to a server with room instead of asking the full one for its error budget."""
+    async with servers(2) as (full, idle):
+        full.emulator.faults.add(FaultRule(route="POST /v1/tasks", max_active=0, retry_after=1.0))
+        async with pool_of([full.url, idle.url], max_concurrency_per_server=2) as pool:
+            with anyio.fail_after(30):  # only a hang reaches it; asking again took a minute
+                outcomes = await pool.run_many([echo(i) for i in range(6)], polling_options=FAST)
+        refused = full.emulator.stats()["requests"].get("POST /v1/tasks", 0)
+    assert [outcome["server"] for outcome in outcomes] == [idle.url] * 6
+    assert idle.created() == 6
+    assert 1 <= refused <= 6  # each create it refused was asked once, then moved
 
 
 @pytest.mark.parametrize(
