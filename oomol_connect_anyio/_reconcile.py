@@ -11,13 +11,17 @@ import httpx
 
 from ._errors import ApiError, ConnectionError
 from ._inputs import normalize_input_values
+from ._replies import TakenThenLost
 from ._types import NodeInputs, Task
 
 CLOCK_SKEW_MS = 30_000
 """How far the server's clock may run behind ours: a task created up to this long before
 our create was sent (by our clock) may still be the one that create made."""
 # How a create's connection may end once sent (a timeout, or the peer closing it).
-_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.TimeoutException)
+_LOST = (
+    httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.TimeoutException,
+    TakenThenLost,
+)
 
 
 def reconcile_create(
@@ -108,9 +112,9 @@ def may_have_been_taken(error: Exception) -> bool:
 
 def may_send_again(error: Exception) -> bool:
     """Whether a create no task matches may be sent again: not after a timeout, as the
-    server may still be working on the first one."""
+    server may still be working on the first one, nor after the server said it took it."""
     return not isinstance(error, ConnectionError) or not isinstance(
-        error.__cause__, httpx.TimeoutException
+        error.__cause__, (httpx.TimeoutException, TakenThenLost)
     )
 
 

@@ -24,6 +24,12 @@ _LOCAL = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, *_LOCAL)
 
 
+class TakenThenLost(httpx.TransportError):
+    """The server took the request and redirected it as a GET (301/302/303), then the GET
+    failed: whatever the GET met, the request itself reached the server, so it is never
+    sent again blindly (a create is looked up instead)."""
+
+
 @dataclass(slots=True)  # built once per request: no frozen-dataclass setattr cost
 class Reply:
     """An answer read whole (and decompressed): what the sender hands back."""

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from ._decoding import read_body
-from ._replies import Reply
+from ._replies import Reply, TakenThenLost
 
 Origin = tuple[str, str, int | None]
 
@@ -104,15 +104,24 @@ class RequestSender:
         extensions = {"timeout": timeout.as_dict()}
         target = _parsed(url)
         redirects = 0
+        taken: str | None = None  # the request a redirect turned into a GET: the server took it
         while True:
             request = _request(
                 method, target, self._headers_for(target, headers), content, extensions
             )
-            response = await self._transport.handle_async_request(request)
-            response.request = request
-            body = await read_body(response, self._max_bytes, method, str(target))
+            try:
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                body = await read_body(response, self._max_bytes, method, str(target))
+            except httpx.RequestError as exc:
+                if taken is None:
+                    raise
+                raise TakenThenLost(f"{taken}; then: {exc}", request=request) from exc
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or location is None:
+                if taken is not None and response.status_code >= 400:
+                    raise TakenThenLost(f"{taken}; then: HTTP {response.status_code}",
+                                        request=request)
                 return Reply(response.status_code, response.headers, body)
             if redirects == MAX_REDIRECTS:
                 raise httpx.TooManyRedirects(
@@ -121,6 +130,8 @@ class RequestSender:
             redirects += 1
             target = _redirect_target(request, location)
             if _turns_into_get(method, response.status_code):
+                if method != "GET" and taken is None:
+                    taken = f"the {method} was taken and redirected (HTTP {response.status_code})"
                 method, content, headers = "GET", None, _without_body_headers(headers)
 
     def _headers_for(self, url: httpx.URL, own: httpx.Headers | None) -> httpx.Headers:

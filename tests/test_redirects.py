@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import sniffio
-from helpers import gzip_bomb
+from helpers import BASE, gzip_bomb, make_client, mock_api, task
 from hypercorn.config import Config
 
 from oomol_connect_anyio import (
@@ -25,6 +27,7 @@ from oomol_connect_anyio import (
     OomolConnectClient,
     OomolConnectError,
 )
+from oomol_connect_anyio._inputs import build_create_payload
 from oomol_connect_anyio.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -361,3 +364,29 @@ async def test_a_gzip_bomb_over_a_real_socket_stops_at_the_cap(anyio_backend: st
         finally:
             tracemalloc.stop()
     assert peak < 160 << 20  # the cap and one inflated slice, far from 512 MiB
+
+
+@pytest.mark.parametrize(
+    "after",
+    [httpx.ConnectError("refused"), httpx.Response(429, headers={"Retry-After": "0"})],
+    ids=["unreachable", "429"],
+)
+async def test_a_create_redirected_as_a_get_is_looked_up_never_sent_again(
+    anyio_backend: str, after: httpx.Response | Exception
+) -> None:
+    # A 303 says the server took the POST. Whatever the GET it turns into meets, the create
+    # reached the server: it is looked up, never sent again (that could make a second task).
+    request = {"manifest": "demo::echo", "inputValues": {"x": 1}}
+    made = task("t-1", "created", manifest_path="/oomol/packages/demo-1.0.0/blocks/echo",
+                inputValues=build_create_payload(request)["inputValues"],
+                created_at=time.time() * 1000)
+    with mock_api() as router:
+        created = router.post("/v1/tasks").respond(
+            303, headers={"Location": f"{BASE}/v1/tasks/t-1"}
+        )
+        router.get("/v1/tasks/t-1").mock(side_effect=[after] * 10)
+        router.get("/v1/tasks").respond(200, json={"tasks": [made]})
+        async with make_client() as client:
+            adopted = await client.tasks.create(request)
+    assert adopted["id"] == "t-1"
+    assert created.call_count == 1
