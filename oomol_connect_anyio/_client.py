@@ -86,6 +86,10 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
                 f"default_headers: the value of {name!r} contains a control or non-ASCII "
                 "character"
             )
+        if value != value.strip(" \t"):  # HTTP/1.1 refuses it when sending, quoting the value
+            raise ValueError(
+                f"default_headers: the value of {name!r} starts or ends with a space or tab"
+            )
         if name.lower() == "authorization":
             raise ValueError("pass the token as api_token, not in default_headers")
     return checked

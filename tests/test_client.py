@@ -173,14 +173,17 @@ def test_bad_base_url_from_the_environment_is_named_too(monkeypatch: pytest.Monk
         ({"default_headers": {"X-Bad": "a\nb"}}, ValueError),
         ({"default_headers": {"Bad Name": "v"}}, ValueError),
         ({"default_headers": {"X-N": 3}}, TypeError),
+        ({"default_headers": {"X-Api-Key": "s3cret-value "}}, ValueError),
+        ({"default_headers": {"X-Api-Key": "\ts3cret-value"}}, ValueError),
         ({"http_client": "x", "transport": "y"}, ValueError),
     ],
 )
 def test_bad_settings_are_rejected_at_construction(
     kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         OomolConnectClient(**kwargs)
+    assert "s3cret-value" not in str(caught.value)  # a header is named, never its value
 
 
 # --------------------------------------------------------------------------- HTTP clients

@@ -161,6 +161,17 @@ async def test_tasks_stop(wrapped: bool) -> None:
     assert_common_headers(request)
 
 
+@pytest.mark.parametrize("bad", ["5", -1.0, 0, float("nan"), float("inf"), True])
+@pytest.mark.anyio
+async def test_a_bad_stop_request_timeout_is_refused_before_any_request(bad: object) -> None:
+    with mock_api() as router:
+        route = router.post("/v1/tasks/t-1/stop").respond(200, json=task("t-1", "stopped"))
+        async with make_client() as client:
+            with pytest.raises(ValueError, match="request_timeout must be a positive number"):
+                await client.tasks.stop("t-1", request_timeout=bad)  # type: ignore[arg-type]
+    assert route.call_count == 0
+
+
 @pytest.mark.parametrize("wrapped", [True, False])
 @pytest.mark.anyio
 async def test_tasks_get_logs(wrapped: bool) -> None:

@@ -21,7 +21,9 @@ PIPED_WIDTH = 160
 
 
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with the token hidden where it stands as a token, not inside other words."""
+    """``text`` with the token hidden where it stands as a token, not inside other words
+    (as the client sends it: without the whitespace a token read from a file may carry)."""
+    secret = secret.strip() if secret else None
     if not secret:
         return text
     return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -81,6 +82,15 @@ class Tasks(BatchMethods):
     ) -> Task:
         """``POST /v1/tasks/{id}/stop``; ``retry=False`` makes a single attempt and
         ``request_timeout`` overrides the client's per-request timeout."""
+        if request_timeout is not None and (
+            isinstance(request_timeout, bool)
+            or not isinstance(request_timeout, (int, float))
+            or not 0 < request_timeout < math.inf
+        ):
+            raise ValueError(
+                f"request_timeout must be a positive number of seconds or None, "
+                f"not {request_timeout!r}"
+            )
         return await self._api.stop(task_id, retry=retry, request_timeout=request_timeout)
 
     async def get_logs(self, task_id: str) -> Logs:
