@@ -87,9 +87,10 @@ class DurableRuns:
 
     def pinned(self, index: int) -> str | None:
         """The server (base URL) where an earlier attempt left ``index`` unfinished: its
-        task to wait for, or its interrupted create to look up."""
+        task to wait for, or its interrupted create to look up (none for a task stopped
+        unfinished: that request is created anew, on any server)."""
         entry = self._journal.entries.get(index)
-        if entry is None or entry.outcome is not None:
+        if entry is None or entry.outcome is not None or entry.stopped is not None:
             return None
         return entry.server
 

@@ -342,6 +342,21 @@ async def test_a_journal_naming_a_server_outside_the_pool(
     assert outcomes[1]["result"] == {"text": "job 1"}  # type: ignore[index]
 
 
+async def test_a_task_stopped_on_a_server_outside_the_pool_is_created_anew_in_it(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    # Its task was stopped: nothing is left to wait for or to look up over there.
+    path = tmp_path / "batch.journal"
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, request_hash(echo(0)), "http://127.0.0.1:9/api")
+        journal.record_task(0, "t-elsewhere", "http://127.0.0.1:9/api")
+        journal.record_interrupted(0, "t-elsewhere")
+    async with servers(1) as started, pool_of([started[0].url]) as pool:
+        [outcome] = await pool.run_many([echo(0)], polling_options=FAST, journal=path)
+    assert outcome["result"] == {"text": "job 0"}
+    assert outcome["server"] == started[0].url
+
+
 async def test_bad_pools_are_refused_before_any_request(anyio_backend: str) -> None:
     client = OomolConnectClient(base_url="http://127.0.0.1:9/api")
     with pytest.raises(ValueError, match="at least one client"):
