@@ -326,13 +326,23 @@ async def test_a_journal_resumes_each_task_on_its_own_server(
     assert sum(created) == 3  # the two made above, and index 2's
 
 
+ELSEWHERE = "http://127.0.0.1:9/api"  # a server that is in no pool of these tests
+
+
+async def journal_with_a_task_elsewhere(path: Path, *, stopped: bool) -> Path:
+    """A journal whose request 0 has a task on ``ELSEWHERE`` (stopped unfinished, or not)."""
+    async with Journal.open(path) as journal:
+        journal.record_intent(0, request_hash(echo(0)), ELSEWHERE)
+        journal.record_task(0, "t-elsewhere", ELSEWHERE)
+        if stopped:
+            journal.record_interrupted(0, "t-elsewhere")
+    return path
+
+
 async def test_a_journal_naming_a_server_outside_the_pool(
     anyio_backend: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "batch.journal"
-    async with Journal.open(path) as journal:
-        journal.record_intent(0, request_hash(echo(0)), "http://127.0.0.1:9/api")
-        journal.record_task(0, "t-elsewhere", "http://127.0.0.1:9/api")
+    path = await journal_with_a_task_elsewhere(tmp_path / "batch.journal", stopped=False)
     async with servers(1) as started, pool_of([started[0].url]) as pool:
         outcomes = await pool.run_many(
             [echo(0), echo(1)], polling_options=FAST, journal=path, return_exceptions=True
@@ -346,11 +356,7 @@ async def test_a_task_stopped_on_a_server_outside_the_pool_is_created_anew_in_it
     anyio_backend: str, tmp_path: Path
 ) -> None:
     # Its task was stopped: nothing is left to wait for or to look up over there.
-    path = tmp_path / "batch.journal"
-    async with Journal.open(path) as journal:
-        journal.record_intent(0, request_hash(echo(0)), "http://127.0.0.1:9/api")
-        journal.record_task(0, "t-elsewhere", "http://127.0.0.1:9/api")
-        journal.record_interrupted(0, "t-elsewhere")
+    path = await journal_with_a_task_elsewhere(tmp_path / "batch.journal", stopped=True)
     async with servers(1) as started, pool_of([started[0].url]) as pool:
         [outcome] = await pool.run_many([echo(0)], polling_options=FAST, journal=path)
     assert outcome["result"] == {"text": "job 0"}
