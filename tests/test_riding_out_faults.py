@@ -170,11 +170,14 @@ def test_a_longer_retry_after_becomes_the_next_delay() -> None:
 async def test_a_completed_task_whose_logs_trail_past_the_deadline_returns_its_result(
     emulator: Emulator, client: OomolConnectClient
 ) -> None:
-    emulator.log_trail = 0.4
+    # The task finishes at once and its closing logs come 1.2 s later: past the 1 s
+    # deadline, within the 3 s grace. The margins leave a loaded machine room to see
+    # the task finish before its deadline.
+    emulator.log_trail = 1.2
     with anyio.fail_after(GUARD):
         result = await client.tasks.run(
-            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0.05, "x": 1}},
-            {**FAST, "timeout_ms": 300},
+            {"manifest": "t::slow-echo", "inputValues": {"seconds": 0, "x": 1}},
+            {**FAST, "timeout_ms": 1000, "log_grace_ms": 3000},
         )
     assert result["task"]["status"] == "completed"
     assert result["result"] == {"x": 1}
