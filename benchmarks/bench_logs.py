@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args(argv)
     if args.quick:
-        args.lines, args.seconds, args.interval_ms = 1000, 0.5, 100
+        # Long enough beside a whole test run that on_log streams before the task ends.
+        args.lines, args.seconds, args.interval_ms = 1000, 1.0, 50
     params = {
         "request": {"manifest": "demo::log-flood",
                     "inputValues": {"lines": args.lines, "seconds": args.seconds}},

@@ -164,12 +164,15 @@ def test_ctrl_c_records_finished_tasks_and_resume_runs_the_rest(
     url: str, tmp_path: Path, backend: str
 ) -> None:
     marker = uuid.uuid4().hex
-    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, 0.05, 0.05, 1.0, 1.0))
+    # The long jobs outlast the interrupt by seconds, so the stop reaches them unfinished.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", sleeps(marker, 0.05, 0.05, 4.0, 4.0))
     journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
     slow = ["--base-url", url, "--poll-interval", "60", "--backend", backend, "run-many", jobs,
             "-c", "4", "--journal", journal, "-o", str(out)]
     with subprocess.Popen([*CLI, *slow], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=cli_env()) as child:
+        wait_until(lambda: {line["i"] for line in _journal_lines(journal) if line["e"] == "task"}
+                   == {0, 1, 2, 3}, "every job's task id in the journal")
         wait_until(lambda: sum(t["status"] == "completed" for t in tasks_marked(url, marker))
                    == 2, "the short jobs finished, unseen by polls a minute apart")
         child.send_signal(signal.SIGINT)

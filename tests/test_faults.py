@@ -203,7 +203,10 @@ async def test_server_down_mid_wait_is_a_connection_error_once_the_budget_is_spe
                 with pytest.raises(ConnectionError) as info:
                     await client.tasks.run(
                         LONG,
-                        {**SHORT_BUDGET, "on_progress": progress, "stop_on_cancel": stop_on_cancel},
+                        # A budget that outlasts a first poll held up by the server's
+                        # shutdown, so that more polls than one request's attempts fail.
+                        {**FAST, "poll_error_budget_ms": 1000, "on_progress": progress,
+                         "stop_on_cancel": stop_on_cancel},
                     )
                 metrics = client.metrics
     error = info.value

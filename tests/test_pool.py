@@ -55,20 +55,26 @@ class Server:
         self.emulator = Emulator()
         self._group = group
         self._stop = anyio.Event()
+        self._closed = anyio.Event()
         self.url = ""
 
     async def start(self, port: int = 0) -> str:
-        self._stop = anyio.Event()
+        self._stop, self._closed = anyio.Event(), anyio.Event()
         self.url = await self._group.start(self._serve, port)
         return self.url
 
     async def _serve(self, port: int, *, task_status: anyio.abc.TaskStatus[str]) -> None:
-        async with serve_emulator(self.emulator, host="127.0.0.1", port=port) as url:
-            task_status.started(url)
-            await self._stop.wait()
+        try:
+            async with serve_emulator(self.emulator, host="127.0.0.1", port=port) as url:
+                task_status.started(url)
+                await self._stop.wait()
+        finally:
+            self._closed.set()
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
+        """Return once the server no longer listens: connections are refused from then on."""
         self._stop.set()
+        await self._closed.wait()
 
     async def restart(self) -> None:
         await self.start(int(self.url.rsplit(":", 1)[1].split("/")[0]))
@@ -88,7 +94,7 @@ async def servers(count: int) -> AsyncIterator[list[Server]]:
             await server.start()
         yield started
         for server in started:
-            server.kill()
+            await server.kill()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -144,7 +150,7 @@ async def test_a_server_killed_mid_batch_costs_only_its_runs(anyio_backend: str)
 
             async def kill_once_busy() -> None:
                 await until(lambda: victim.created() >= 2)
-                victim.kill()
+                await victim.kill()
 
             async with anyio.create_task_group() as group:
                 group.start_soon(kill_once_busy)
@@ -173,8 +179,7 @@ async def test_a_server_killed_mid_batch_costs_only_its_runs(anyio_backend: str)
 async def test_a_drained_server_comes_back(anyio_backend: str) -> None:
     async with servers(2) as started:
         up, down = started
-        down.kill()  # refused from the start
-        await anyio.sleep(0.05)
+        await down.kill()  # refused from the start
         async with pool_of([up.url, down.url], max_concurrency_per_server=2) as pool:
             first = await pool.run_many([echo(i) for i in range(6)], polling_options=FAST)
             assert {result["server"] for result in first} == {up.url}
@@ -188,8 +193,7 @@ async def test_a_drained_server_comes_back(anyio_backend: str) -> None:
 async def test_every_server_down_fails_after_the_outage_budget(anyio_backend: str) -> None:
     async with servers(2) as started:
         for server in started:
-            server.kill()
-        await anyio.sleep(0.05)
+            await server.kill()
         async with pool_of([s.url for s in started]) as pool:
             with anyio.fail_after(20):
                 outcomes = await pool.run_many(

@@ -266,6 +266,7 @@ async def test_fail_fast_stops_the_other_runs() -> None:
         polling = poll(on_progress=gate(emu, {2}, tasks=4))
         with pytest.raises(ExceptionGroup) as caught:
             await client.tasks.run_many(requests, max_concurrency=4, polling_options=polling)
+        await settled(client)  # a create still unanswered at the failure is stopped after
         assert_all_ended(emu)
         assert sorted(statuses(emu)) == ["failed", "stopped", "stopped", "stopped"]
         assert emu.stats()["stops"] == 3
@@ -335,6 +336,7 @@ async def test_timeout_around_run_many_stops_every_created_task() -> None:
         with anyio.move_on_after(0.1) as scope:
             await client.tasks.run_many([req(i, LONG) for i in range(4)], polling_options=POLL)
         assert scope.cancelled_caught
+        await settled(client)  # a create unanswered at the deadline is stopped after
         assert set(statuses(emu)) <= {"stopped"}
         assert_all_ended(emu)
 
@@ -365,6 +367,7 @@ async def test_on_result_error_propagates_and_stops_the_rest() -> None:
                 polling_options=poll(on_progress=gate(emu, {0}, tasks=3)),
                 on_result=on_result,
             )
+        await settled(client)
         assert sorted(statuses(emu)) == ["completed", "stopped", "stopped"]
 
 
@@ -449,6 +452,7 @@ async def test_iter_fail_fast_raises_at_block_exit() -> None:
     async with served() as (emu, client):
         with pytest.raises(ExceptionGroup) as caught:
             await consume()
+        await settled(client)
         assert sorted(statuses(emu)) == ["completed", "failed", "stopped"]
     assert received == [0]
     assert [type(e) for e in caught.value.exceptions] == [TaskFailedError]
@@ -477,6 +481,7 @@ async def test_iter_error_in_the_body_propagates_bare() -> None:
     async with served() as (emu, client):
         with pytest.raises(KeyError):
             await consume()
+        await settled(client)
         assert sorted(statuses(emu)) == ["completed", "stopped"]
 
 

@@ -53,12 +53,14 @@ async def test_retries_are_counted_per_wait_and_per_client(
 ) -> None:
     task = await client.tasks.create({"manifest": "demo::sleep", "inputValues": {"seconds": 0.1}})
     emulator.faults.add(FaultRule(route=TASK, rate_limit_every=2, retry_after=0.001))
+    # This GET takes the rule's first turn, so the wait's first poll is refused at any pace.
+    await client.tasks.get(task["id"])
     done = await client.tasks.wait_for_completion(task["id"], FAST)
     stats = get_wait_stats(done)
     assert stats is not None
     statuses = emulator.stats()["statuses"][TASK]
     assert stats["retries"] == statuses["429"] > 0
-    assert stats["status_polls"] == statuses["200"]
+    assert stats["status_polls"] == statuses["200"] - 1
     assert client.metrics["retries"] == stats["retries"]
 
 
@@ -100,11 +102,14 @@ async def test_request_hooks_see_every_attempt_without_the_token(
     from oomol_connect_anyio.emulator import serve_emulator
 
     emulator = Emulator(token="s3cret-token")
-    emulator.faults.add(FaultRule(route=TASK, rate_limit_every=2, retry_after=0.001))
+    # The first poll is refused whatever the machine's pace, and its retry is answered.
+    emulator.faults.add(FaultRule(route=TASK, rate_limit_every=1, retry_after=0.001))
     requests: list[RequestEvent] = []
     responses: list[ResponseEvent] = []
 
     async def on_response(event: ResponseEvent) -> None:
+        if event.status == 429:
+            emulator.faults.clear()
         responses.append(event)
 
     async with serve_emulator(emulator, host="127.0.0.1", port=0) as url, OomolConnectClient(
