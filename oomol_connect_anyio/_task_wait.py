@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from typing import NoReturn, Protocol, cast
 import anyio
 
 from ._adaptive import PollingModel, adapt, record_completion, task_key
-from ._concurrency import STOP_DEADLINE, call, deadline, logger, single_error
+from ._concurrency import STOP_DEADLINE, call, logger, single_error
 from ._errors import TaskFailedError, TaskStoppedError, TimeoutError
 from ._logs import error_text, has_session_finished
 from ._metrics import RequestTally, current_tally
@@ -98,6 +99,7 @@ class TaskWait:
         self._tasks = tasks
         self._created = created
         self._last_look = last_look
+        self._asking = False  # a status poll is in flight, or was cut
         self.task_id = task_id
         self.stopped = False
         """Whether this wait, abandoned, stopped its task (the server said so)."""
@@ -157,12 +159,7 @@ class TaskWait:
         """
         token = current_tally.set(self._tally)
         try:
-            with deadline(self._polling.timeout, self._timeout_error):
-                known = None if self._created is None else self._observe(self._created)
-                task = await poll_until(
-                    self._fetch, _is_terminal, self._polling, self._report, known,
-                    self._misses,
-                )
+            task = await self._poll_to_terminal()
             failed = raise_on_failure and task.get("status") != "completed"
             if self._follow_logs or collect_logs or failed:
                 await self.drain_logs()
@@ -177,14 +174,41 @@ class TaskWait:
         _remember_stats(self.task_id, self.stats())
         return cast(Task, dict(task))  # the caller's own copy, not the last poll's answer
 
-    async def _finished_after_all(self) -> bool:
-        """Whether the task is known to be terminal, after one more look if asked for one.
+    async def _poll_to_terminal(self) -> Task:
+        """Poll until the task is terminal, within ``timeout_ms``.
 
-        The look is shielded and bounded like a stop, and never raises: it only decides
-        whether the stop is needed.
+        At a deadline that comes between two polls the task is looked at once more: it may
+        have finished unseen since the last one, and it is then reported as finished, not as
+        timed out (and stopped for nothing).
         """
+        known = None if self._created is None else self._observe(self._created)
+        timeout = self._polling.timeout
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            return await poll_until(
+                self._fetch, _is_terminal, self._polling, self._report, known, self._misses
+            )
+        # A poll cut by the deadline was that look already, and a server that slow would
+        # hold another one up to the stop's bound.
+        if self._asking or not await self._look_once_more():
+            raise self._timeout_error()
+        task = cast(Task, self.last_task)  # what the look saw, already given to on_progress
+        if self._emit is not None:
+            await self._emit(TaskProgress(task))
+        return task
+
+    async def _finished_after_all(self) -> bool:
+        """Whether the task is known to be terminal, after one more look if asked for one."""
         if self.terminal or not self._last_look:
             return self.terminal
+        return await self._look_once_more()
+
+    async def _look_once_more(self) -> bool:
+        """One more status check; whether the task is terminal.
+
+        The look is shielded and bounded like a stop, and never raises: it only decides
+        whether the wait has an outcome after all, or the stop is needed.
+        """
+        self._last_look = False  # one look is enough: a stop may follow at once
         with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
             try:
                 task = await self._tasks.get(self.task_id)
@@ -224,12 +248,19 @@ class TaskWait:
             await poll_until(self._fetch_logs, finished, refetches, self._deliver, 0, misses)
 
     async def _fetch(self) -> Task:
-        if not self._follow_logs:
-            return await self._fetch_task()
-        with single_error():
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._poll_logs)
+        self._asking = True  # and left so when a cancellation cuts the poll
+        try:
+            if not self._follow_logs:
                 task = await self._fetch_task()
+            else:
+                with single_error():
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._poll_logs)
+                        task = await self._fetch_task()
+        except Exception:
+            self._asking = False
+            raise
+        self._asking = False
         return task
 
     async def _poll_logs(self) -> None:

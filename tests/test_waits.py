@@ -140,7 +140,41 @@ async def test_timeout_cancels_an_in_flight_request(
     with anyio.fail_after(GUARD), pytest.raises(TimeoutError) as info:
         await client.tasks.wait_for_completion(task["id"], {**FAST, "timeout_ms": 200})
     assert info.value.task is None  # the only poll never answered
+    # The deadline cut a poll in flight: no look after it, which would hang as long.
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1
     assert our_running_tasks() == []
+
+
+async def test_a_task_finished_unseen_by_the_deadline_returns_its_result(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    """The next poll would come long after the deadline: the look at the deadline finds the
+    task completed, and the run returns its result rather than a TimeoutError."""
+    seen: list[str] = []
+    with anyio.fail_after(GUARD):
+        result = await client.tasks.run(
+            {"manifest": "demo::sleep", "inputValues": {"seconds": 0.1}},
+            {"interval_ms": 60_000, "backoff_strategy": "fixed", "timeout_ms": 1000,
+             "on_progress": lambda task: seen.append(task["status"])},
+        )
+    assert result["result"] == {"slept": 0.1}
+    assert seen[-1] == "completed"
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1  # the look, no poll
+    assert client.metrics["stops_sent"] == 0
+
+
+async def test_a_task_running_at_the_deadline_is_looked_at_once_then_stopped(
+    client: OomolConnectClient, emulator: Emulator
+) -> None:
+    with anyio.fail_after(GUARD), pytest.raises(TimeoutError) as info:
+        await client.tasks.run(
+            {"manifest": "demo::sleep", "inputValues": {"seconds": 1000}},
+            {"interval_ms": 60_000, "backoff_strategy": "fixed", "timeout_ms": 100},
+        )
+    assert info.value.task is not None
+    assert info.value.task["status"] == "running"  # as the look saw it
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1
+    assert emulator.task_status(info.value.task_id) == "stopped"
 
 
 async def test_outer_cancel_is_not_converted_and_stops_the_task(
