@@ -27,7 +27,7 @@ from ._concurrency import STOP_DEADLINE, add_note, call, single_error
 from ._durable import DurableRuns
 from ._errors import OomolConnectError
 from ._inputs import build_create_payload
-from ._journal import Journal
+from ._journal import Journal, JournalError
 from ._lifecycle import Lifecycle
 from ._options import parse_polling
 from ._pressure import BatchPressure, current_pressure
@@ -361,7 +361,11 @@ class RunMany:
 
     async def _finish(self, index: int, outcome: Outcome, token: object, send: Sender) -> None:
         """Hand an outcome over (or fail fast), then free the request's slot."""
-        if isinstance(outcome, Exception) and not self._return_exceptions:
+        # A journal that cannot be written ends the batch whatever ``return_exceptions``
+        # says: the runs after it could no longer be resumed.
+        if isinstance(outcome, Exception) and (
+            not self._return_exceptions or isinstance(outcome, JournalError)
+        ):
             add_note(outcome, f"(request {index} of run_many)")
             self._fail(outcome)
             return
@@ -447,7 +451,7 @@ class BatchMethods:
         ``except* TaskFailedError`` (3.11+) or ``with exceptiongroup.catch({...})``
         (3.10); each error carries a note naming its request. With
         ``return_exceptions=True`` every request runs and a failed one's item is
-        its exception. A cancellation (or a timeout) around the call stops every
+        its exception (but a ``JournalError`` still ends the batch). A cancellation (or a timeout) around the call stops every
         remote task it created (unless ``stop_on_cancel`` is set to False).
         """
         batch = RunMany(

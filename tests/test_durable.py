@@ -380,10 +380,40 @@ async def test_a_task_whose_id_cannot_be_recorded_is_stopped(
                 journal._syncer.failed = "cannot sync journal: Input/output error"
 
         async with served(emulator, on_request=failing_sync) as client:
-            [outcome] = await client.tasks.run_many(
-                [sleep(0, 1000)], journal=journal, return_exceptions=True
-            )
+            with pytest.raises(ExceptionGroup) as caught:  # the batch ends, not the run only
+                await client.tasks.run_many(
+                    [sleep(0, 1000)], journal=journal, return_exceptions=True
+                )
         journal._syncer.failed = None  # only so that this test's journal closes quietly
-    assert isinstance(outcome, JournalError)
+    assert [type(error) for error in caught.value.exceptions] == [JournalError]
     assert emulator.stats()["tasks_created"] == 1
     assert running(emulator) == 0  # not left running where no journal tracks it
+
+
+async def test_a_journal_that_fails_mid_batch_ends_it_even_with_return_exceptions(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """No run after the failure could be resumed: the batch ends on the journal's error
+    (no run gets it as its outcome), and every task it had started is stopped or done."""
+    emulator = Emulator()
+    async with Journal.open(tmp_path / "batch.journal") as journal:
+
+        def disk_full(index: int, task: Any) -> None:
+            if index == 2:  # two runs under way, four to come
+                journal._syncer.failed = "cannot sync journal: No space left on device"
+
+        async with served(emulator) as client:
+            outcomes: list[Any] = []
+            with anyio.fail_after(30), pytest.raises(ExceptionGroup) as caught:
+                await client.tasks.run_many(
+                    [sleep(index, 0.2) for index in range(6)], max_concurrency=3,
+                    polling_options={**FAST, "on_progress": disk_full},
+                    return_exceptions=True, on_result=lambda i, o: outcomes.append(o),
+                    journal=journal,
+                )
+        journal._syncer.failed = None  # only so that this test's journal closes quietly
+    assert isinstance(caught.value.exceptions[0], JournalError)
+    assert "No space left on device" in str(caught.value.exceptions[0])
+    assert not any(isinstance(outcome, JournalError) for outcome in outcomes)
+    assert emulator.stats()["tasks_created"] == 3  # none created after the failure
+    assert running(emulator) == 0
