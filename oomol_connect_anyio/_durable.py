@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -74,15 +74,11 @@ class DurableRuns:
         if entry is None or entry.outcome is None:
             return None  # hashed once, by ``run``
         self._journal.check(index, request_hash(request))
-        outcome = self._journal.outcome(index)
-        assert outcome is not None
-        if outcome.get("ok"):
-            result = _recorded_result(outcome)
-            if with_server and entry.server is not None:
-                result["server"] = entry.server
-            return result
+        recorded = self._journal.recorded(index, with_server=with_server)
+        if not isinstance(recorded, RecordedError):
+            return recorded
         if not self._retry_failed:
-            raise RecordedError.from_outcome(index, outcome)
+            raise recorded
         return None
 
     def pinned(self, index: int) -> str | None:
@@ -221,12 +217,3 @@ def failure(error: BaseException, task_id: str | None) -> dict[str, Any]:
     task_id = getattr(error, "task_id", None) or task_id
     return {"ok": False, "error_type": type(error).__name__, "message": str(error),
             "task_id": task_id}
-
-
-def _recorded_result(outcome: Mapping[str, Any]) -> RunResult:
-    return {
-        "task_id": outcome["task_id"],
-        "task": outcome["task"],
-        "logs": [],
-        "result": outcome.get("result"),
-    }

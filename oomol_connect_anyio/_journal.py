@@ -44,6 +44,7 @@ import anyio.to_thread
 from ._encoding import canonical_json
 from ._errors import OomolConnectError
 from ._inputs import build_create_payload
+from ._types import RunResult
 
 FORMAT = "oomol-connect-journal"
 _IN_FILE = "_in_file"  # an outcome summary's mark: the record itself is in the file only
@@ -241,6 +242,24 @@ class Journal:
                 if raw.startswith(b'{"i":%d,"e":"outcome"' % index):
                     entry.outcome = dict(json.loads(raw)["o"])
         return entry.outcome
+
+    def recorded(
+        self, index: int, *, with_server: bool = False
+    ) -> RunResult | RecordedError | None:
+        """The outcome on record for ``index`` as a batch gives it back (``with_server``:
+        naming the server that ran it): a result with no logs (they are not kept), or the
+        failure as a ``RecordedError``; ``None`` when none is on record."""
+        outcome = self.outcome(index)
+        if outcome is None:
+            return None
+        if not outcome.get("ok"):
+            return RecordedError.from_outcome(index, outcome)
+        result: RunResult = {"task_id": outcome["task_id"], "task": outcome["task"], "logs": [],
+                             "result": outcome.get("result")}
+        server = self.entries[index].server
+        if with_server and server is not None:
+            result["server"] = server
+        return result
 
     def record_interrupted(self, index: int, task_id: str) -> None:
         """The task of ``index`` (``task_id``) was stopped unfinished: a resume creates the

@@ -451,8 +451,9 @@ class BatchMethods:
         ``except* TaskFailedError`` (3.11+) or ``with exceptiongroup.catch({...})``
         (3.10); each error carries a note naming its request. With
         ``return_exceptions=True`` every request runs and a failed one's item is
-        its exception (but a ``JournalError`` still ends the batch). A cancellation (or a timeout) around the call stops every
-        remote task it created (unless ``stop_on_cancel`` is set to False).
+        its exception (but a ``JournalError`` still ends the batch). A cancellation (or a
+        timeout) around the call stops every remote task it created (unless
+        ``stop_on_cancel`` is set to False).
         """
         batch = RunMany(
             self._batch_placement(), requests, return_exceptions=return_exceptions, **options

@@ -84,6 +84,10 @@ def test_nothing_is_overwritten_without_resume(url: str, tmp_path: Path) -> None
         "journal is the jobs": batch(url, jobs, "--journal", jobs, "--resume"),
         "retry without resume": batch(url, jobs, "--retry-failed"),
         "resume without journal": batch(url, jobs, "--resume", "-o", str(tmp_path / "x")),
+        "resume, -o but no journal": batch(
+            url, jobs, "--resume", "-o", str(out), "--journal", str(tmp_path / "typo.journal")),
+        "-o in no directory": batch(
+            url, jobs, "-o", str(tmp_path / "none" / "o"), "--journal", str(tmp_path / "n.j")),
     }
     messages = {}
     for case, command in cases.items():
@@ -94,6 +98,9 @@ def test_nothing_is_overwritten_without_resume(url: str, tmp_path: Path) -> None
     assert "add --resume" in messages["-o exists"]
     assert "is the jobs file itself" in messages["-o is the jobs"]
     assert "is the jobs file itself" in messages["journal is the jobs"]
+    assert "is that the journal of its batch?" in messages["resume, -o but no journal"]
+    assert "no such directory" in messages["-o in no directory"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.journal", "jobs.jsonl", "out.jsonl"]
     assert journal.read_text() == "keep me\n"
     assert out.read_text() == "keep me too\n"
     assert tasks_marked(url, json.loads(Path(jobs).read_text().splitlines()[0])[
@@ -304,6 +311,29 @@ def test_fail_fast_on_resume_reports_the_recorded_failure_in_one_line(
     assert summary.startswith("run-many: 2/2 done, 1 failed")
     assert "broken on purpose" in one_error_line(error)
     assert sorted(line["index"] for line in outcome_lines(Path(out))) == [0, 1]
+
+
+def test_fail_fast_writes_the_outcomes_its_last_look_found(tmp_path: Path) -> None:
+    """The server takes one task at a time: the failing job's create is refused (429) until
+    the sleep has finished, unseen by polls a minute apart. Its create answer says failed,
+    and the batch's last look finds the sleep finished as it stops the batch: the journal
+    records it, and -o gets its line too."""
+    one_at_a_time = fault_config(tmp_path / "faults.json", {
+        "route": "POST /v1/tasks", "max_active": 1, "retry_after": 0.3})
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        {"manifest": "demo::sleep", "inputValues": {"seconds": 0.1}},
+        {"manifest": "demo::fail", "inputValues": {"message": "broken on purpose"}},
+    ])
+    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
+    with emulator_process("--fault-config", one_at_a_time) as own:
+        done = spawn("--base-url", own, "--poll-interval", "60", "run-many", jobs,
+                     "--journal", journal, "-o", str(out), "--fail-fast")
+    assert done.returncode == 3, done.stderr
+    lines = {line["index"]: line for line in outcome_lines(out)}
+    assert sorted(lines) == [0, 1]
+    assert lines[0]["ok"] is True
+    assert lines[0]["result"] == {"slept": 0.1}
+    assert lines[1]["error_type"] == "TaskFailedError"
 
 
 def test_a_failure_the_journal_does_not_hold_is_replaced_on_resume(tmp_path: Path) -> None:

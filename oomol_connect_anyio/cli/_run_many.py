@@ -214,6 +214,20 @@ def check_files(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {path} is the jobs file itself")
     if args.output and args.journal and _same_file(args.output, args.journal):
         raise UsageError("-o and --journal name the same file")
+    # --resume with no journal yet starts the batch (a retried pod's first run), but an -o
+    # file is written only after its journal exists: with -o there and no journal, the
+    # journal's path is mistyped, and a new batch would run every job again.
+    if args.resume and args.output and os.path.lexists(args.output) and not (
+        os.path.lexists(args.journal)
+    ):
+        raise UsageError(
+            f"journal {args.journal} does not exist, but {args.output} does: "
+            "is that the journal of its batch?"
+        )
+    for flag, path in named:
+        folder = os.path.dirname(path or "") or "."
+        if path is not None and not os.path.isdir(folder):  # before the journal is created
+            raise UsageError(f"{flag} {path}: no such directory {folder}")
     if args.journal and not args.resume and os.path.lexists(args.journal):
         raise UsageError(
             f"journal {args.journal} exists: add --resume to go on with its batch, "
@@ -247,6 +261,17 @@ class _Recorder:
         self._summary = summary
         self._bar = bar
         self._jobs = jobs
+
+    async def record_journaled(self, journal: Journal | None, *, with_server: bool) -> None:
+        """Write the outcomes the journal holds and ``-o`` does not: runs the batch's last
+        look found finished as it stopped them, after the consumer had left (``--fail-fast``)."""
+        if journal is None:
+            return
+        for job, index in enumerate(self._jobs):
+            if index not in self._written:
+                outcome = journal.recorded(job, with_server=with_server)
+                if outcome is not None:
+                    await self.record(job, outcome)
 
     def started(self, job: int, task: Task) -> None:
         """``on_progress`` of the batch: remember which job each task belongs to."""
@@ -325,6 +350,7 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                                 await recorder.record(*ready)
                             break
             if first_failure is not None:
+                await recorder.record_journaled(journal, with_server=len(args.base_urls) > 1)
                 summary.aborted = str(first_failure)
         except JournalError as exc:  # not ours, in use, or the jobs changed: nothing ran
             refused = True
