@@ -7,8 +7,10 @@
 Each input line is a create request: {"manifest": "demo::upper", "inputValues": {"text": "hi"}}.
 Each output line, written as its run ends, is what ``oomol-connect run-many`` writes:
 {"index", "ok": true, "task_id", "result"} or {"index", "ok": false, "error", "error_type",
-"task_id" (when a task was created)}; "index" is the input line's (0-based). Every job runs;
-the exit status is 3 when any of them failed, as the CLI's.
+"task_id" (when a task was created)}; "index" counts the jobs (the non-blank lines) from 0, and
+each line is compact JSON, as the CLI's. Every job runs; the exit status is 3 when any of them
+failed, as the CLI's. (Unlike the CLI, which refuses a jobs file with a bad line before running
+anything, a bad line here is that job's failure.)
 """
 
 from __future__ import annotations
@@ -48,13 +50,17 @@ def failure(
     return line if task_id is None else {**line, "task_id": task_id}
 
 
+def outcome_line(outcome: dict[str, Any]) -> str:
+    """One compact JSON line, as the CLI writes it."""
+    return json.dumps(outcome, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def parse(lines: Iterable[str]) -> tuple[list[tuple[int, CreateTaskRequest]], list[dict[str, Any]]]:
-    """The (line index, request) pairs to run, and the outcomes of unreadable lines."""
+    """The (job index, request) pairs to run, and the outcomes of unreadable lines."""
     requests: list[tuple[int, CreateTaskRequest]] = []
     unreadable: list[dict[str, Any]] = []
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
+    jobs = (line for line in lines if line.strip())  # blank lines are no jobs, as in the CLI
+    for index, line in enumerate(jobs):
         try:
             request = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -71,7 +77,7 @@ async def run_batch(lines: list[str], concurrency: int, out: TextIO) -> int:
     """Run every line; write one outcome line per input line; return how many failed."""
     requests, outcomes = parse(lines)
     for outcome in outcomes:
-        print(json.dumps(outcome), file=out, flush=True)
+        print(outcome_line(outcome), file=out, flush=True)
     failed = len(outcomes)
 
     def write(position: int, outcome: Any) -> None:
@@ -89,7 +95,7 @@ async def run_batch(lines: list[str], concurrency: int, out: TextIO) -> int:
                 "task_id": outcome["task_id"],
                 "result": outcome["result"],
             }
-        print(json.dumps(record), file=out, flush=True)
+        print(outcome_line(record), file=out, flush=True)
 
     async with connect() as client:
         # A generator (not a list): a malformed request fails alone instead of the whole batch.

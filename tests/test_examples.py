@@ -166,12 +166,13 @@ def test_batch_runner_stdin_to_file(outcomes: dict[str, Outcome], tmp: Path) -> 
     assert ran(outcomes, "batch_runner_stdin", 3) == ""
     written = (tmp / "out.jsonl").read_text(encoding="utf-8").splitlines()
     by_index = {line["index"]: line for line in map(json.loads, written)}
-    assert sorted(by_index) == [0, 1, 3, 4, 5]  # line 2 is blank
+    assert sorted(by_index) == [0, 1, 2, 3, 4]  # the blank line is no job, as in the CLI
+    assert all(line.startswith('{"index":') for line in written)  # compact, as the CLI's
     assert by_index[0] == {**by_index[0], "ok": True, "result": {"text": "A"}}
-    assert by_index[5]["result"] == {"x": 1}
+    assert by_index[4]["result"] == {"x": 1}
     assert "invalid JSON" in by_index[1]["error"]
-    assert by_index[3]["error"] == "not a JSON object"
-    assert "manifest" in by_index[4]["error"]
+    assert by_index[2]["error"] == "not a JSON object"
+    assert "manifest" in by_index[3]["error"]
     assert "5 jobs: 2 ok, 3 failed" in outcomes["batch_runner_stdin"].stderr
 
 
