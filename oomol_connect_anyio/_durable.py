@@ -27,8 +27,8 @@ from typing import Any
 import anyio
 
 from ._concurrency import STOP_DEADLINE, logger
-from ._errors import OomolConnectError
-from ._journal import Journal, RecordedError, body_hash, request_hash
+from ._errors import NotFoundError, OomolConnectError
+from ._journal import Journal, JournalMismatchError, RecordedError, body_hash, request_hash
 from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
@@ -123,6 +123,8 @@ class DurableRuns:
                 waiter = TaskWait(
                     lifecycle, entry.task_id, polling, started=started, last_look=True
                 )
+                if entry.server not in (None, server):
+                    return await self._follow_moved(lifecycle, index, waiter, entry.server)
             else:
                 task = None
                 if entry is not None:
@@ -163,9 +165,18 @@ class DurableRuns:
             logger.info("request %d: adopted task %s from an interrupted create", index, task["id"])
         return task
 
-    async def _follow(self, lifecycle: Lifecycle, index: int, waiter: TaskWait) -> RunResult:
+    async def _follow(
+        self,
+        lifecycle: Lifecycle,
+        index: int,
+        waiter: TaskWait,
+        lost: type[Exception] | tuple[()] = (),
+    ) -> RunResult:
+        """Wait for ``waiter``'s task and record its outcome (but not a ``lost`` error)."""
         try:
             result = await lifecycle.follow(waiter)
+        except lost:
+            raise
         except Exception as exc:
             self._journal.record_outcome(index, failure(exc, waiter.task_id))
             raise
@@ -174,6 +185,22 @@ class DurableRuns:
             raise
         self._journal.record_outcome(index, success(result))
         return result
+
+    async def _follow_moved(
+        self, lifecycle: Lifecycle, index: int, waiter: TaskWait, recorded_on: str
+    ) -> RunResult:
+        """Follow a recorded task through a server of another address than the one that
+        made it: the same server under another name, or the wrong one. Not found there, the
+        task is not recorded as failed, and the batch ends: a resume against the right
+        server waits for it."""
+        try:
+            return await self._follow(lifecycle, index, waiter, lost=NotFoundError)
+        except NotFoundError:
+            raise JournalMismatchError(
+                f"request {index}: its task {waiter.task_id} was created on {recorded_on} and "
+                f"is not on {lifecycle.api.transport.base_url}; resume against {recorded_on}",
+                index=index,
+            ) from None
 
     async def _interrupted(self, index: int, waiter: TaskWait) -> None:
         """Record a run abandoned by a cancellation: its outcome when its task had finished

@@ -369,6 +369,39 @@ async def test_a_task_left_running_by_an_interrupt_is_waited_for_on_resume(
     assert emulator.stats()["tasks_created"] == 1
 
 
+async def test_a_resume_against_another_server_that_lacks_the_task_records_no_failure(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    first, other = Emulator(), Emulator()
+    path = tmp_path / "batch.journal"
+    jobs = [sleep(0, 1.0)]
+    async with served(first) as client:
+        first_url = str(client.base_url)
+        with anyio.fail_after(30), anyio.CancelScope() as interrupt:
+            async with client.tasks.run_many_iter(
+                jobs, polling_options={**FAST, "stop_on_cancel": False}, journal=path
+            ):
+                while "task" not in [line["e"] for line in records(path)]:  # noqa: ASYNC110 - a file has no event
+                    await anyio.sleep(0.01)
+                interrupt.cancel()
+                await anyio.lowlevel.checkpoint()
+    async with served(other) as client:
+        with anyio.fail_after(30), pytest.raises(ExceptionGroup) as caught:
+            await client.tasks.run_many(jobs, polling_options=FAST, journal=path,
+                                        return_exceptions=True)
+    [error] = caught.value.exceptions
+    assert isinstance(error, JournalMismatchError)
+    assert error.index == 0
+    assert f"resume against {first_url}" in str(error)
+    assert [line["e"] for line in records(path)] == ["intent", "task"]  # no failure on record
+    assert other.stats()["tasks_created"] == 0
+    async with served(first) as client:  # the same server under another port: found there
+        with anyio.fail_after(30):
+            [result] = await client.tasks.run_many(jobs, polling_options=FAST, journal=path)
+    assert result["result"] == {"slept": 1.0}
+    assert first.stats()["tasks_created"] == 1
+
+
 async def test_a_task_whose_id_cannot_be_recorded_is_stopped(
     anyio_backend: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from .. import (
     ConnectionError,
     InstallFailedError,
     JournalError,
+    JournalMismatchError,
     OomolConnectError,
     RecordedError,
     TaskFailedError,
@@ -74,6 +75,7 @@ _CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (ApiError, Exit.API),
     (ConnectionError, Exit.CONNECTION),
     (RecordedError, Exit.FAILED),  # a job that failed in an earlier attempt of the batch
+    (JournalMismatchError, Exit.USAGE),  # the jobs, or the server, are not the batch's
     (JournalError, Exit.LOCAL),  # the journal file could not be written or synced
     # Any other error the library names (a lookup that cannot tell a task apart, say):
     # the job failed, reported in one line like the rest.
