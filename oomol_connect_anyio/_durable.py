@@ -28,7 +28,14 @@ import anyio
 
 from ._concurrency import STOP_DEADLINE, logger
 from ._errors import NotFoundError, OomolConnectError
-from ._journal import Journal, JournalMismatchError, RecordedError, body_hash, request_hash
+from ._journal import (
+    Journal,
+    JournalEntry,
+    JournalMismatchError,
+    RecordedError,
+    body_hash,
+    request_hash,
+)
 from ._lifecycle import CreateCall, Lifecycle
 from ._logs import extract_result
 from ._options import Polling
@@ -128,7 +135,7 @@ class DurableRuns:
             else:
                 task = None
                 if entry is not None:
-                    task = await self._adopt(lifecycle, index, call, entry.intent_at * 1000)
+                    task = await self._adopt(lifecycle, index, call, entry)
                 adopted = task is not None
                 if task is None:
                     self._journal.record_intent(index, digest, server)
@@ -150,10 +157,14 @@ class DurableRuns:
         raise AssertionError("unreachable")  # pragma: no cover - closable() raises
 
     async def _adopt(
-        self, lifecycle: Lifecycle, index: int, call: CreateCall, sent_at_ms: float
+        self, lifecycle: Lifecycle, index: int, call: CreateCall, entry: JournalEntry
     ) -> Task | None:
-        """The task an interrupted create of ``index`` made, if it can be told apart."""
-        task, uncertain = await lifecycle.find_created(call, sent_at_ms, call.lookup_budget)
+        """The task an interrupted create of ``index`` made, if it can be told apart (from
+        those of other requests: identical ones of the batch may share theirs out)."""
+        alike = self._journal.awaiting_task(entry.request_hash)
+        task, uncertain = await lifecycle.find_created(
+            call, entry.intent_at * 1000, call.lookup_budget, alike
+        )
         if uncertain:
             raise OomolConnectError(
                 f"request {index}: its create was interrupted and several tasks may be its "

@@ -215,6 +215,15 @@ class Journal:
         self.entries[index] = entry  # only now: memory never runs ahead of the file
         return entry
 
+    def awaiting_task(self, digest: str) -> int:
+        """How many requests hashed ``digest`` have an intent and no task id yet (nor an
+        outcome, nor a stopped task): identical requests whose creates were interrupted."""
+        return sum(
+            entry.request_hash == digest and entry.task_id is None and entry.outcome is None
+            and entry.stopped is None
+            for entry in self.entries.values()
+        )
+
     def record_task(self, index: int, task_id: str, server: str | None = None) -> None:
         entry = self._known(index)
         self._write(

@@ -332,7 +332,7 @@ class Lifecycle:
         return None
 
     async def find_created(
-        self, call: CreateCall, sent_at_ms: float, budget: float = 0.0
+        self, call: CreateCall, sent_at_ms: float, budget: float = 0.0, alike: int = 1
     ) -> tuple[Task | None, list[str]]:
         """Look up the task that ``call``, sent at ``sent_at_ms`` (epoch ms), may have made.
 
@@ -354,7 +354,7 @@ class Lifecycle:
                     raise
                 await anyio.sleep(delay)
         adopted, uncertain = reconcile_create(
-            listing["tasks"], call.manifest, call.input_values, sent_at_ms, self._claimed
+            listing["tasks"], call.manifest, call.input_values, sent_at_ms, self._claimed, alike
         )
         if adopted is not None:
             self._claim(adopted["id"])

@@ -30,6 +30,7 @@ def reconcile_create(
     input_values: list[NodeInputs],
     sent_at_ms: float,
     claimed: Container[str] = (),
+    alike: int = 1,
 ) -> tuple[Task | None, list[str]]:
     """The task a create whose answer was lost made, from a ``GET /v1/tasks`` listing.
 
@@ -39,6 +40,10 @@ def reconcile_create(
     when none can (safe to create again), and ``(None, ids)`` when several match, or a task
     lacks what is needed to tell: creating again could duplicate, adopting could take
     another client's task, so neither is done.
+
+    ``alike``: how many identical requests of this client (a resumed batch's) still look for
+    their tasks. Any of their tasks will do for any of them, so up to that many matches are
+    not a doubt: the oldest is returned (the caller claims it before the next lookup).
     """
     wanted = _canonical(input_values)
     earliest = sent_at_ms - CLOCK_SKEW_MS
@@ -63,8 +68,8 @@ def reconcile_create(
         except (TypeError, ValueError):
             continue
         sure.append(task)
-    if len(sure) == 1 and not maybe:
-        return sure[0], []
+    if sure and len(sure) <= alike and not maybe:
+        return min(sure, key=lambda task: (task["created_at"], task["id"])), []
     return None, [*(task["id"] for task in sure), *maybe]
 
 

@@ -100,6 +100,43 @@ async def test_an_interrupted_create_is_adopted_when_its_task_exists(
     assert emulator.stats()["tasks_created"] == 2
 
 
+async def test_identical_interrupted_creates_share_out_the_tasks_they_made(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """Three identical requests died with their creates in flight; two of the creates had
+    made a task. Any of those tasks is as good as another for any of them: two adopt one
+    each, the third is created. Four such tasks would be more than the batch's own, and
+    nothing would be adopted or created."""
+    emulator = Emulator()
+    path = tmp_path / "batch.journal"
+    async with Journal.open(path) as journal:
+        for index in range(3):
+            journal.record_intent(index, request_hash(echo(0)))
+    async with served(emulator) as dead_process:
+        made = {(await dead_process.tasks.create(echo(0)))["id"] for _ in range(2)}
+    async with served(emulator) as client:
+        results = await client.tasks.run_many([echo(0)] * 3, polling_options=FAST, journal=path)
+    assert made < {r["task_id"] for r in results}
+    assert len({r["task_id"] for r in results}) == 3
+    assert [r["result"] for r in results] == [{"text": "job 0"}] * 3
+    assert emulator.stats()["tasks_created"] == 3
+
+    crowded = Emulator()
+    path = tmp_path / "crowded.journal"
+    async with Journal.open(path) as journal:
+        for index in range(3):
+            journal.record_intent(index, request_hash(echo(0)))
+    async with served(crowded) as dead_process:
+        for _ in range(4):  # one more than the batch's: another client's, maybe
+            await dead_process.tasks.create(echo(0))
+    async with served(crowded) as client:
+        outcomes = await client.tasks.run_many(
+            [echo(0)] * 3, polling_options=FAST, journal=path, return_exceptions=True
+        )
+    assert all("refusing to guess" in str(outcome) for outcome in outcomes)
+    assert crowded.stats()["tasks_created"] == 4
+
+
 async def test_changed_requests_are_refused_before_any_request(
     anyio_backend: str, tmp_path: Path
 ) -> None:
