@@ -66,10 +66,17 @@ class DurableRuns:
             self._journal.check(index, request_hash(request))
 
     def check_all(self, requests: Sequence[CreateTaskRequest]) -> None:
-        """``check`` every request the journal has seen, in index order."""
+        """``check`` every request the journal has seen, in index order; refuse fewer
+        requests than it has seen (more are new ones, run as such)."""
         for index in sorted(self._journal.entries):
-            if index < len(requests):
-                self._journal.check(index, request_hash(requests[index]))
+            if index >= len(requests):
+                raise JournalMismatchError(
+                    f"journal {str(self._journal.path)!r} recorded request {index}, but only "
+                    f"{len(requests)} were given; resume with the same requests, or start a "
+                    "new journal",
+                    index=index,
+                )
+            self._journal.check(index, request_hash(requests[index]))
 
     def recorded(
         self, index: int, request: CreateTaskRequest, *, with_server: bool = False

@@ -130,13 +130,24 @@ def test_a_resumed_batch_writes_each_line_once_and_creates_nothing_again(
 def test_changed_jobs_are_refused_on_resume(url: str, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     jobs = tmp_path / "jobs.jsonl"
-    write_jobs(jobs, sleeps(marker, 0, 0))
+
+    def write(*seconds: float) -> None:  # a blank first line: line numbers are not indexes
+        jobs.write_text("\n" + "".join(json.dumps(job) + "\n" for job in sleeps(marker, *seconds)))
+
+    write(0, 0, 0, 0)
     journal = str(tmp_path / "b.journal")
-    assert spawn(*batch(url, str(jobs), "--journal", journal)).returncode == 0
-    write_jobs(jobs, sleeps(marker, 0, 5))
-    done = spawn(*batch(url, str(jobs), "--journal", journal, "--resume"))
+    shard = ("--shard", "1/2")  # jobs 1 and 3: the batch's own 0 and 1
+    assert spawn(*batch(url, str(jobs), *shard, "--journal", journal)).returncode == 0
+    write(0, 0, 0, 5)
+    done = spawn(*batch(url, str(jobs), *shard, "--journal", journal, "--resume"))
     assert done.returncode == 2
-    assert "request 1 differs" in one_error_line(done.stderr)
+    said = one_error_line(done.stderr)
+    assert "jobs.jsonl line 5 (job 3) differs from the job journal" in said, said
+    assert "with the same jobs and --shard" in said
+    write(0, 0)  # the shard's job 1 is there, its job 3 is not
+    done = spawn(*batch(url, str(jobs), *shard, "--journal", journal, "--resume"))
+    assert done.returncode == 2
+    assert "has fewer jobs than journal" in one_error_line(done.stderr)
     assert len(tasks_marked(url, marker)) == 2
 
 

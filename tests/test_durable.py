@@ -149,6 +149,10 @@ async def test_changed_requests_are_refused_before_any_request(
             await client.tasks.run_many([echo(0), echo(9), echo(2)], journal=path)
         assert caught.value.index == 1
         assert emulator.stats()["tasks_created"] == created
+        with pytest.raises(JournalMismatchError, match="recorded request 1, but only 1") as short:
+            await client.tasks.run_many([echo(0)], journal=path)  # a batch cut short
+        assert short.value.index == 1
+        assert emulator.stats()["tasks_created"] == created
 
         async def lazily() -> Any:  # a lazy input is checked item by item: the batch stops
             for request in (echo(0), echo(7)):

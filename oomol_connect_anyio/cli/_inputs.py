@@ -106,11 +106,14 @@ class Jobs(NamedTuple):
 
     path: str
     requests: list[CreateTaskRequest]
+    lines: list[int]
+    """The line number (from 1) of each request."""
 
 
 def jobs_file(path: str) -> Jobs:
     """``JOBS.jsonl`` (``-`` for stdin): one create request per non-blank line."""
     jobs: list[CreateTaskRequest] = []
+    numbers: list[int] = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -127,9 +130,10 @@ def jobs_file(path: str) -> Jobs:
         if problem:
             raise ArgumentTypeError(f"{path} line {number}: {problem}")
         jobs.append(cast(CreateTaskRequest, job))
+        numbers.append(number)
     if not jobs:
         raise ArgumentTypeError(f"{path} has no jobs")
-    return Jobs(path, jobs)
+    return Jobs(path, jobs, numbers)
 
 
 def _job_problem(job: dict[str, Any]) -> str | None:

@@ -18,7 +18,15 @@ import anyio
 import anyio.to_thread
 from anyio import AsyncFile
 
-from .. import Journal, JournalError, RunResult, ServerPool, Task, WaitStats
+from .. import (
+    Journal,
+    JournalError,
+    JournalMismatchError,
+    RunResult,
+    ServerPool,
+    Task,
+    WaitStats,
+)
 from ..resources.tasks import Tasks
 from ._errors import Exit, UsageError
 from ._options import open_client, polling_options
@@ -352,7 +360,21 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
             if first_failure is not None:
                 await recorder.record_journaled(journal, with_server=len(args.base_urls) > 1)
                 summary.aborted = str(first_failure)
-        except JournalError as exc:  # not ours, in use, or the jobs changed: nothing ran
+        except JournalMismatchError as exc:  # the jobs changed: nothing ran
+            refused = True
+            if exc.index >= len(picked):  # fewer jobs than the journal has seen
+                raise UsageError(
+                    f"{args.jobs.path} has fewer jobs than journal {args.journal} recorded"
+                    + (" for this --shard" if args.shard else "")
+                    + "; resume with the same jobs, or start a new journal"
+                ) from None
+            job = picked[exc.index]
+            raise UsageError(
+                f"{args.jobs.path} line {args.jobs.lines[job]} (job {job}) differs from the "
+                f"job journal {args.journal} recorded; resume with the same jobs"
+                + (" and --shard" if args.shard else "") + ", or start a new journal"
+            ) from None
+        except JournalError as exc:  # not ours, or in use: nothing ran
             refused = True
             raise UsageError(str(exc)) from None
         except BaseException:
