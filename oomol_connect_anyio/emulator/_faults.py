@@ -55,6 +55,7 @@ class FaultRule:
     duration: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("error_rate", "drop_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -70,6 +71,35 @@ class FaultRule:
         if any(value is not None and value < 0 for value in durations):
             raise ValueError("retry_after, hang, error_retry_after, start and duration must not "
                              "be negative")
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong kind by name (rules also come from JSON files, where
+        ``"latency": 0.1`` or ``"hang": true`` are easy to write)."""
+        if not isinstance(self.route, str):
+            raise TypeError(f"route must be a string, not {self.route!r}")
+        for name in ("error_rate", "drop_rate", "retry_after", "start", "hang",
+                     "error_retry_after", "duration", "rate_limit_every", "max_active"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise TypeError(f"{name} must be a number, not {value!r}")
+        for name in ("rate_limit_every", "max_active"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, int):
+                raise TypeError(f"{name} must be a whole number, not {value!r}")
+        for name in ("drop_after_accept", "error_after_accept"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        latency = self.latency
+        if latency is not None and not (
+            isinstance(latency, (tuple, list)) and len(latency) == 2
+            and all(_is_number(bound) for bound in latency)
+        ):
+            raise TypeError(f"latency must be (low, high) in seconds, not {latency!r}")
+        statuses = self.error_statuses
+        if not isinstance(statuses, (tuple, list)) or not all(
+            isinstance(status, int) and not isinstance(status, bool) for status in statuses
+        ):
+            raise TypeError(f"error_statuses must be HTTP statuses, not {statuses!r}")
 
     @classmethod
     def outage(
@@ -203,3 +233,7 @@ class FaultInjector:
             fault.retry_after = rule.error_retry_after
         elif rule.drop_rate and self._rng.random() < rule.drop_rate:
             fault.kind = "dropped_after_accept" if rule.drop_after_accept else "dropped"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

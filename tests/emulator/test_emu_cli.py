@@ -70,7 +70,16 @@ def test_cli_serves_and_exits_cleanly(backend, stop_signal, tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{}", "JSON list"), ('[{"bogus": 1}]', "bogus"), ('[{"error_rate": 5}]', "error_rate")],
+    [
+        ("{}", "JSON list"),
+        ('[{"bogus": 1}]', "bogus"),
+        ('[{"error_rate": 5}]', "error_rate"),
+        ('[{"latency": 0.1}]', "latency must be (low, high) in seconds, not 0.1"),
+        ('[{"hang": true}]', "hang must be a number, not True"),
+        ('[{"max_active": 1.5}]', "max_active must be a whole number"),
+        ('[{"route": 7}]', "route must be a string"),
+        ('[{"error_statuses": ["503"]}]', "error_statuses must be HTTP statuses"),
+    ],
 )
 def test_cli_rejects_bad_fault_config(tmp_path, capsys, content, message):
     path = tmp_path / "faults.json"
