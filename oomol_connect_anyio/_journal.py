@@ -393,7 +393,9 @@ def _lock(fd: int, path: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise JournalError(f"journal {str(path)!r} is in use by another process") from None
+        raise JournalError(
+            f"journal {str(path)!r} is in use (by another process, or already open in this one)"
+        ) from None
 
 
 def _replay(fd: int, path: Path) -> tuple[dict[int, JournalEntry], set[str]]:
