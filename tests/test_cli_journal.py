@@ -124,6 +124,11 @@ def test_a_resumed_batch_writes_each_line_once_and_creates_nothing_again(
     assert sorted(line["index"] for line in lines) == [0, 1, 2, 3]
     assert all(line["ok"] for line in lines)
     assert len(tasks_marked(url, marker)) == 4
+    again = spawn("--json", *batch(url, jobs, "--journal", journal, "-o", str(out), "--resume"))
+    summary = json.loads(again.stdout)
+    assert (summary["done"], summary["replayed"]) == (4, 4)
+    assert summary["per_second"] == 0  # outcomes read back are no throughput
+    assert len(outcome_lines(out)) == 4
 
 
 @ahead

@@ -49,6 +49,8 @@ class Summary:
     detection_ms: list[float] = field(default_factory=list)
     servers: dict[str, Counter[str]] = field(default_factory=dict)
     """Per server (a batch over several): how many of its runs succeeded and failed."""
+    replayed: int = 0
+    """Outcomes a resume reads back from the journal: done, but not in the throughput."""
 
     def add_stats(self, stats: WaitStats) -> None:
         """Keep what polling cost for one successful run."""
@@ -71,7 +73,8 @@ class Summary:
             "failed": self.failed,
             "errors": dict(self.errors),
             "wall_s": round(wall, 3),
-            "per_second": round(done / wall, 3) if wall > 0 else None,
+            "replayed": self.replayed,
+            "per_second": round((done - self.replayed) / wall, 3) if wall > 0 else None,
             "polls_per_task": round(statistics.mean(self.polls), 2) if self.polls else None,
             "detection_ms_p50": _percentile(self.detection_ms, 0.50),
             "detection_ms_p95": _percentile(self.detection_ms, 0.95),
@@ -136,6 +139,18 @@ async def _journal(path: str | None) -> AsyncIterator[Journal | None]:
         raise UsageError(str(exc)) from None
     async with stack:
         yield journal
+
+
+def replayed(journal: Journal | None, jobs: range, *, retry_failed: bool) -> int:
+    """How many of the batch's jobs a resume returns from the journal, with no request."""
+    if journal is None:
+        return 0
+    return sum(
+        1
+        for index, entry in journal.entries.items()
+        if index < len(jobs) and entry.outcome is not None
+        and (entry.outcome.get("ok") or not retry_failed)
+    )
 
 
 def failures_on_record(journal: Journal | None, jobs: range) -> set[int]:
@@ -333,6 +348,7 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
         ) as (sink, written),
     ):
         recorder = _Recorder(sink, summary, bar, picked, written)
+        summary.replayed = replayed(journal, picked, retry_failed=args.retry_failed)
         refused = False
         first_failure: Exception | None = None
         try:
@@ -417,7 +433,9 @@ def _report(out: Output, summary: Summary, *, stdout: bool) -> None:
         ("succeeded", str(document["succeeded"])),
         ("failed", ", ".join(f"{n} {kind}" for kind, n in summary.errors.items()) or "0"),
         ("wall time", f"{document['wall_s']:.2f} s"),
-        ("throughput", f"{document['per_second'] or 0:.2f} tasks/s"),
+        ("throughput", f"{document['per_second'] or 0:.2f} tasks/s"
+                       + (f" ({summary.replayed} from the journal not counted)"
+                          if summary.replayed else "")),
         ("status polls per task", str(document["polls_per_task"] or "-")),
         ("completion seen after", _latency(document)),
         ("outcomes", document["output"]),
