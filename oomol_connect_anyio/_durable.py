@@ -168,7 +168,7 @@ class DurableRuns:
     ) -> Task | None:
         """The task an interrupted create of ``index`` made, if it can be told apart (from
         those of other requests: identical ones of the batch may share theirs out)."""
-        alike = self._journal.awaiting_task(entry.request_hash)
+        alike = self._journal.awaiting_task(entry.request_hash, entry.server)
         task, uncertain = await lifecycle.find_created(
             call, entry.intent_at * 1000, call.lookup_budget, alike
         )
