@@ -330,21 +330,31 @@ def test_fail_fast_on_resume_reports_the_recorded_failure_in_one_line(
 
 
 def test_fail_fast_writes_the_outcomes_its_last_look_found(tmp_path: Path) -> None:
-    """The server takes one task at a time: the failing job's create is refused (429) until
-    the sleep has finished, unseen by polls a minute apart. Its create answer says failed,
-    and the batch's last look finds the sleep finished as it stops the batch: the journal
-    records it, and -o gets its line too."""
+    """The server takes one task at a time. When the sleep's create goes first, the failing
+    job's create is refused (429) until the sleep has finished, unseen by polls a minute
+    apart; its create answer says failed, and the batch's last look finds the sleep finished
+    as it stops the batch: the journal records it, and -o gets its line too. (When the
+    failing create goes first, the sleep is still running at the failure: that attempt
+    proves nothing, and another is made.)"""
     one_at_a_time = fault_config(tmp_path / "faults.json", {
         "route": "POST /v1/tasks", "max_active": 1, "retry_after": 0.3})
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [
-        {"manifest": "demo::sleep", "inputValues": {"seconds": 0.1}},
-        {"manifest": "demo::fail", "inputValues": {"message": "broken on purpose"}},
-    ])
-    journal, out = str(tmp_path / "b.journal"), tmp_path / "out.jsonl"
     with emulator_process("--fault-config", one_at_a_time) as own:
-        done = spawn("--base-url", own, "--poll-interval", "60", "run-many", jobs,
-                     "--journal", journal, "-o", str(out), "--fail-fast")
-    assert done.returncode == 3, done.stderr
+        for attempt in range(5):
+            marker = uuid.uuid4().hex
+            jobs = write_jobs(tmp_path / f"jobs{attempt}.jsonl", [
+                {"manifest": "demo::sleep", "inputValues": {"seconds": 0.1, "marker": marker}},
+                {"manifest": "demo::fail", "inputValues": {"message": "broken on purpose",
+                                                           "marker": marker}},
+            ])
+            journal, out = str(tmp_path / f"b{attempt}.journal"), tmp_path / f"out{attempt}"
+            done = spawn("--base-url", own, "--poll-interval", "60", "run-many", jobs,
+                         "--journal", journal, "-o", str(out), "--fail-fast")
+            assert done.returncode == 3, done.stderr
+            made = sorted(tasks_marked(own, marker), key=lambda task: task["created_at"])
+            if made[0]["manifest_path"].endswith("/sleep"):
+                break
+        else:
+            pytest.fail("the failing job's create went first in every attempt")
     lines = {line["index"]: line for line in outcome_lines(out)}
     assert sorted(lines) == [0, 1]
     assert lines[0]["ok"] is True
