@@ -473,14 +473,14 @@ async def test_a_journal_that_fails_mid_batch_ends_it_even_with_return_exception
     async with Journal.open(tmp_path / "batch.journal") as journal:
 
         def disk_full(index: int, task: Any) -> None:
-            if index == 2:  # two runs under way, four to come
+            if index == 2:  # three runs under way (none ends for a second), three to come
                 journal._syncer.failed = "cannot sync journal: No space left on device"
 
         async with served(emulator) as client:
             outcomes: list[Any] = []
             with anyio.fail_after(30), pytest.raises(ExceptionGroup) as caught:
                 await client.tasks.run_many(
-                    [sleep(index, 0.2) for index in range(6)], max_concurrency=3,
+                    [sleep(index, 1.0) for index in range(6)], max_concurrency=3,
                     polling_options={**FAST, "on_progress": disk_full},
                     return_exceptions=True, on_result=lambda i, o: outcomes.append(o),
                     journal=journal,
