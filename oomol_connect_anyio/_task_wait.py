@@ -188,8 +188,11 @@ class TaskWait:
                 self._fetch, _is_terminal, self._polling, self._report, known, self._misses
             )
         # A poll cut by the deadline was that look already, and a server that slow would
-        # hold another one up to the stop's bound.
-        if self._asking or not await self._look_once_more():
+        # hold another one up to the stop's bound (nor does the stop after it look again).
+        if self._asking:
+            self._last_look = False
+            raise self._timeout_error()
+        if not await self._look_once_more(shield=False):  # the caller may still cancel it
             raise self._timeout_error()
         task = cast(Task, self.last_task)  # what the look saw, already given to on_progress
         if self._emit is not None:
@@ -202,16 +205,17 @@ class TaskWait:
             return self.terminal
         return await self._look_once_more()
 
-    async def _look_once_more(self) -> bool:
+    async def _look_once_more(self, *, shield: bool = True) -> bool:
         """One more status check; whether the task is terminal.
 
-        The look is shielded and bounded like a stop, and never raises: it only decides
-        whether the wait has an outcome after all, or the stop is needed.
+        The look is bounded like a stop, shielded when it decides a cleanup (a stop or
+        not), and raises nothing but a cancellation it is not shielded from.
         """
         self._last_look = False  # one look is enough: a stop may follow at once
-        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
+        with anyio.CancelScope(shield=shield), anyio.move_on_after(STOP_DEADLINE):
             try:
                 task = await self._tasks.get(self.task_id)
+                self._status_polls += 1
                 self._check(task)
                 self.last_task = self._observe(task)
                 if self._polling.on_progress is not None:  # what it saw, as every poll

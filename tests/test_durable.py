@@ -17,9 +17,10 @@ from oomol_connect_anyio import (
     JournalMismatchError,
     RecordedError,
     TaskFailedError,
+    TimeoutError,
 )
 from oomol_connect_anyio._journal import Journal, request_hash
-from oomol_connect_anyio.emulator import Emulator
+from oomol_connect_anyio.emulator import Emulator, FaultRule
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -490,4 +491,22 @@ async def test_a_journal_that_fails_mid_batch_ends_it_even_with_return_exception
     assert "No space left on device" in str(caught.value.exceptions[0])
     assert not any(isinstance(outcome, JournalError) for outcome in outcomes)
     assert emulator.stats()["tasks_created"] == 3  # none created after the failure
+    assert running(emulator) == 0
+
+
+async def test_a_journaled_wait_whose_deadline_cuts_a_poll_asks_no_more(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """The server stopped answering status polls: the deadline ends the wait, the task is
+    stopped, and no look after the cut poll waits on that server again."""
+    emulator = Emulator()
+    emulator.faults.add(FaultRule(route="GET /v1/tasks/{id}", hang=60.0))
+    async with served(emulator) as client:
+        with anyio.fail_after(30):
+            [outcome] = await client.tasks.run_many(
+                [sleep(0, 1000)], polling_options={**FAST, "timeout_ms": 200},
+                journal=tmp_path / "batch.journal", return_exceptions=True,
+            )
+    assert isinstance(outcome, TimeoutError)
+    assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1
     assert running(emulator) == 0

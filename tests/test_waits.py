@@ -160,6 +160,7 @@ async def test_a_task_finished_unseen_by_the_deadline_returns_its_result(
     assert result["result"] == {"slept": 0.1}
     assert seen[-1] == "completed"
     assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1  # the look, no poll
+    assert result["stats"]["status_polls"] == 1  # the look counts as one
     assert client.metrics["stops_sent"] == 0
 
 
