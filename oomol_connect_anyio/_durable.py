@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import anyio
@@ -56,6 +58,7 @@ class DurableRuns:
     ) -> None:
         self._journal = journal
         self._retry_failed = retry_failed
+        self._orphans = _Orphans(journal)
         for task_id in journal.task_ids:
             for lifecycle in lifecycles:
                 lifecycle.claim(task_id)
@@ -140,23 +143,32 @@ class DurableRuns:
                 if entry.server not in (None, server):
                     return await self._follow_moved(lifecycle, index, waiter, entry.server)
             else:
-                task = None
-                if entry is not None:
-                    task = await self._adopt(lifecycle, index, call, entry)
-                adopted = task is not None
-                if task is None:
-                    self._journal.record_intent(index, digest, server)
+                if entry is not None and entry.server not in (None, server):
+                    raise JournalMismatchError(
+                        f"request {index}: its create was interrupted on {entry.server}, where "
+                        f"its task must be looked up, not on {server}; resume against "
+                        f"{entry.server}",
+                        index=index,
+                    )
+                async with self._orphans.gate(digest):
+                    task = None
+                    if entry is not None:
+                        task = await self._adopt(lifecycle, index, call, entry)
+                        self._orphans.resolved(digest)  # adopted, or created just below
+                    adopted = task is not None
+                    if task is None:
+                        self._journal.record_intent(index, digest, server)
+                        try:
+                            task = await lifecycle.create_owned(call, shields)
+                        except Exception as exc:
+                            if not (may_move and never_created(exc)):
+                                self._journal.record_outcome(index, failure(exc, None))
+                            raise
                     try:
-                        task = await lifecycle.create_owned(call, shields)
-                    except Exception as exc:
-                        if not (may_move and never_created(exc)):
-                            self._journal.record_outcome(index, failure(exc, None))
+                        self._journal.record_task(index, task["id"], server)
+                    except Exception:  # a task the journal cannot track must not run on
+                        await lifecycle.stop_abandoned(task["id"])
                         raise
-                try:
-                    self._journal.record_task(index, task["id"], server)
-                except Exception:  # a task the journal cannot track must not run on
-                    await lifecycle.stop_abandoned(task["id"])
-                    raise
                 waiter = TaskWait.after_create(
                     lifecycle, task, polling, started, last_look=True, adopted=adopted
                 )
@@ -168,9 +180,8 @@ class DurableRuns:
     ) -> Task | None:
         """The task an interrupted create of ``index`` made, if it can be told apart (from
         those of other requests: identical ones of the batch may share theirs out)."""
-        alike = self._journal.awaiting_task(entry.request_hash, entry.server)
         task, uncertain = await lifecycle.find_created(
-            call, entry.intent_at * 1000, call.lookup_budget, alike
+            call, entry.intent_at * 1000, call.lookup_budget, self._orphans.left(entry.request_hash)
         )
         if uncertain:
             raise OomolConnectError(
@@ -188,18 +199,21 @@ class DurableRuns:
         lifecycle: Lifecycle,
         index: int,
         waiter: TaskWait,
-        lost: type[Exception] | tuple[()] = (),
+        *,
+        moved: bool = False,
     ) -> RunResult:
-        """Wait for ``waiter``'s task and record its outcome (but not a ``lost`` error)."""
+        """Wait for ``waiter``'s task and record its outcome. ``moved``: through another
+        address than the one that made it, where a 404 is no outcome (the task may live on
+        the recorded server), and neither is a stop of a task never seen there."""
         try:
             result = await lifecycle.follow(waiter)
-        except lost:
-            raise
         except Exception as exc:
-            self._journal.record_outcome(index, failure(exc, waiter.task_id))
+            if not (moved and isinstance(exc, NotFoundError)):
+                self._journal.record_outcome(index, failure(exc, waiter.task_id))
             raise
         except BaseException:
-            await self._interrupted(index, waiter)
+            if not (moved and waiter.last_task is None):
+                await self._interrupted(index, waiter)
             raise
         self._journal.record_outcome(index, success(result))
         return result
@@ -212,7 +226,7 @@ class DurableRuns:
         task is not recorded as failed, and the batch ends: a resume against the right
         server waits for it."""
         try:
-            return await self._follow(lifecycle, index, waiter, lost=NotFoundError)
+            return await self._follow(lifecycle, index, waiter, moved=True)
         except NotFoundError:
             raise JournalMismatchError(
                 f"request {index}: its task {waiter.task_id} was created on {recorded_on} and "
@@ -262,3 +276,39 @@ def failure(error: BaseException, task_id: str | None) -> dict[str, Any]:
     task_id = getattr(error, "task_id", None) or task_id
     return {"ok": False, "error_type": type(error).__name__, "message": str(error),
             "task_id": task_id}
+
+
+class _Orphans:
+    """The requests a resumed batch finds with an intent and no task id (their creates were
+    interrupted), counted by request hash.
+
+    Identical requests share out the tasks such creates made: any of them will do for any
+    of the requests. While some of them have not looked theirs up, the lookups and creates
+    of that hash take turns, each holding its turn until its task is claimed: a lookup
+    never sees, unclaimed, a task another request of the batch is creating.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._left = Counter(
+            entry.request_hash
+            for entry in journal.entries.values()
+            if entry.task_id is None and entry.outcome is None and entry.stopped is None
+        )
+        self._turns: dict[str, anyio.Lock] = {}
+
+    def left(self, digest: str) -> int:
+        """How many requests hashed ``digest`` have still to look their tasks up."""
+        return self._left[digest]
+
+    def resolved(self, digest: str) -> None:
+        """One of them has looked up (and adopted, or will create) its task."""
+        self._left[digest] -= 1
+        if self._left[digest] <= 0:
+            del self._left[digest]
+
+    def gate(self, digest: str) -> AbstractAsyncContextManager[object]:
+        """A turn among the requests hashed ``digest`` while orphans of it are left."""
+        if digest not in self._left:
+            return nullcontext()
+        return self._turns.setdefault(digest, anyio.Lock())
+

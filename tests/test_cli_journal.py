@@ -362,6 +362,31 @@ def test_fail_fast_writes_the_outcomes_its_last_look_found(tmp_path: Path) -> No
     assert lines[1]["error_type"] == "TaskFailedError"
 
 
+@ahead
+def test_a_resume_against_a_server_without_the_batchs_task_names_the_right_one(
+    url: str, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n" + json.dumps(sleeps(marker, 0)[0]) + "\n")  # job 0 is on line 2
+    journal = tmp_path / "b.journal"
+    elsewhere = "http://127.0.0.1:9/api"  # where the batch ran: never asked
+
+    async def record() -> None:
+        async with Journal.open(journal) as opened:
+            opened.record_intent(0, request_hash(sleeps(marker, 0)[0]), elsewhere)
+            opened.record_task(0, "task-made-elsewhere", elsewhere)
+
+    anyio.run(record)
+    done = spawn(*batch(url, str(jobs), "--journal", str(journal), "--resume"))
+    assert done.returncode == 2, done.stderr
+    said = one_error_line(done.stderr.splitlines()[-1])
+    assert said.startswith(f"{jobs} line 2 (job 0): its task task-made-elsewhere"), said
+    assert said.endswith(f"resume against {elsewhere}"), said
+    assert [line["e"] for line in _journal_lines(str(journal))] == ["intent", "task"]
+    assert tasks_marked(url, marker) == []
+
+
 def test_a_failure_the_journal_does_not_hold_is_replaced_on_resume(tmp_path: Path) -> None:
     # A create interrupted in an earlier attempt, then a resume whose lookup of it fails
     # before any task exists: that failure is not on record, so the next resume runs the

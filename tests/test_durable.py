@@ -510,3 +510,52 @@ async def test_a_journaled_wait_whose_deadline_cuts_a_poll_asks_no_more(
     assert isinstance(outcome, TimeoutError)
     assert emulator.stats()["requests"]["GET /v1/tasks/{id}"] == 1
     assert running(emulator) == 0
+
+
+class _AnswersHeldBack:
+    """The emulator makes each task at once but holds the create's answer back (a task
+    exists, unclaimed, while its client waits for its id), and answers every listing but
+    the first half as late (so that lookups come while creates are in flight)."""
+
+    def __init__(self, emulator: Emulator, seconds: float) -> None:
+        self._app, self._seconds, self._listings = emulator.app, seconds, 0
+        emulator.app = self  # type: ignore[assignment]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        route = (scope.get("method"), scope.get("path"))
+        if route == ("GET", "/api/v1/tasks"):
+            self._listings += 1
+            if self._listings > 1:
+                await anyio.sleep(self._seconds / 2)
+        if route != ("POST", "/api/v1/tasks"):
+            await self._app(scope, receive, send)
+            return
+        held: list[Any] = []
+
+        async def hold(message: Any) -> None:
+            held.append(message)
+
+        await self._app(scope, receive, hold)
+        await anyio.sleep(self._seconds)
+        for message in held:
+            await send(message)
+
+
+async def test_identical_interrupted_creates_never_adopt_a_task_another_one_is_creating(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """None of the three interrupted creates had made a task: each creates one, and no
+    lookup takes, for its own, the task a sibling is creating (its answer held back)."""
+    emulator = Emulator()
+    _AnswersHeldBack(emulator, 0.3)
+    path = tmp_path / "batch.journal"
+    async with Journal.open(path) as journal:
+        for index in range(3):
+            journal.record_intent(index, request_hash(echo(0)))
+    async with served(emulator) as client:
+        with anyio.fail_after(30):
+            results = await client.tasks.run_many(
+                [echo(0)] * 3, max_concurrency=3, polling_options=FAST, journal=path
+            )
+    assert len({result["task_id"] for result in results}) == 3
+    assert emulator.stats()["tasks_created"] == 3

@@ -28,7 +28,7 @@ from .. import (
     WaitStats,
 )
 from ..resources.tasks import Tasks
-from ._errors import Exit, UsageError
+from ._errors import Exit, UsageError, primary_error
 from ._options import open_client, polling_options
 from ._progress import BatchBar
 from ._render import Output, dumps, make_table
@@ -141,16 +141,17 @@ async def _journal(path: str | None) -> AsyncIterator[Journal | None]:
         yield journal
 
 
-def replayed(journal: Journal | None, jobs: range, *, retry_failed: bool) -> int:
-    """How many of the batch's jobs a resume returns from the journal, with no request."""
+def replayed(journal: Journal | None, jobs: range, *, retry_failed: bool) -> set[int]:
+    """The batch's jobs (its own indexes) a resume returns from the journal, with no
+    request."""
     if journal is None:
-        return 0
-    return sum(
-        1
+        return set()
+    return {
+        index
         for index, entry in journal.entries.items()
         if index < len(jobs) and entry.outcome is not None
         and (entry.outcome.get("ok") or not retry_failed)
-    )
+    }
 
 
 def failures_on_record(journal: Journal | None, jobs: range) -> set[int]:
@@ -277,8 +278,15 @@ class _Recorder:
     """
 
     def __init__(
-        self, sink: Sink, summary: Summary, bar: BatchBar, jobs: range, written: set[int]
+        self,
+        sink: Sink,
+        summary: Summary,
+        bar: BatchBar,
+        jobs: range,
+        written: set[int],
+        replayed: set[int],
     ) -> None:
+        self._replayed = replayed
         self._sink = sink
         self._written = written
         self._summary = summary
@@ -308,6 +316,8 @@ class _Recorder:
                 await self._sink.write(dumps(line, indent=None) + "\n")
                 await self._sink.flush()
             self._written.add(index)
+        if job in self._replayed:
+            self._summary.replayed += 1
         if line["ok"]:
             self._summary.ok += 1
             if not isinstance(outcome, Exception) and "stats" in outcome:
@@ -347,8 +357,8 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
             recorded_failures=failures_on_record(journal, picked),
         ) as (sink, written),
     ):
-        recorder = _Recorder(sink, summary, bar, picked, written)
-        summary.replayed = replayed(journal, picked, retry_failed=args.retry_failed)
+        recorder = _Recorder(sink, summary, bar, picked, written,
+                             replayed(journal, picked, retry_failed=args.retry_failed))
         refused = False
         first_failure: Exception | None = None
         try:
@@ -393,8 +403,15 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
         except JournalError as exc:  # not ours, or in use: nothing ran
             refused = True
             raise UsageError(str(exc)) from None
-        except BaseException:
-            summary.aborted = "interrupted"
+        except BaseException as exc:  # an interrupt, or an error that ended the batch
+            cause = primary_error(exc)
+            summary.aborted = str(cause) if isinstance(cause, Exception) else "interrupted"
+            if isinstance(cause, JournalMismatchError) and cause.index < len(picked):
+                job = picked[cause.index]  # named as in the jobs file, not as in the batch
+                reason = str(cause).removeprefix(f"request {cause.index}: ")
+                summary.aborted = f"{args.jobs.path} line {args.jobs.lines[job]} (job {job}): "
+                summary.aborted += reason
+                raise UsageError(summary.aborted) from None
             raise
         finally:
             if not refused:
