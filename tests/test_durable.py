@@ -101,6 +101,13 @@ async def test_an_interrupted_create_is_adopted_when_its_task_exists(
     assert emulator.stats()["tasks_created"] == 2
 
 
+async def interrupted_creates(path: Path, request: Any, count: int) -> None:
+    """A journal of ``count`` identical requests whose creates were cut off: intents only."""
+    async with Journal.open(path) as journal:
+        for index in range(count):
+            journal.record_intent(index, request_hash(request))
+
+
 async def test_identical_interrupted_creates_share_out_the_tasks_they_made(
     anyio_backend: str, tmp_path: Path
 ) -> None:
@@ -110,9 +117,7 @@ async def test_identical_interrupted_creates_share_out_the_tasks_they_made(
     nothing would be adopted or created."""
     emulator = Emulator()
     path = tmp_path / "batch.journal"
-    async with Journal.open(path) as journal:
-        for index in range(3):
-            journal.record_intent(index, request_hash(echo(0)))
+    await interrupted_creates(path, echo(0), 3)
     async with served(emulator) as dead_process:
         made = {(await dead_process.tasks.create(echo(0)))["id"] for _ in range(2)}
     async with served(emulator) as client:
@@ -124,9 +129,7 @@ async def test_identical_interrupted_creates_share_out_the_tasks_they_made(
 
     crowded = Emulator()
     path = tmp_path / "crowded.journal"
-    async with Journal.open(path) as journal:
-        for index in range(3):
-            journal.record_intent(index, request_hash(echo(0)))
+    await interrupted_creates(path, echo(0), 3)
     async with served(crowded) as dead_process:
         for _ in range(4):  # one more than the batch's: another client's, maybe
             await dead_process.tasks.create(echo(0))
@@ -549,9 +552,7 @@ async def test_identical_interrupted_creates_never_adopt_a_task_another_one_is_c
     emulator = Emulator()
     _AnswersHeldBack(emulator, 0.3)
     path = tmp_path / "batch.journal"
-    async with Journal.open(path) as journal:
-        for index in range(3):
-            journal.record_intent(index, request_hash(echo(0)))
+    await interrupted_creates(path, echo(0), 3)
     async with served(emulator) as client:
         with anyio.fail_after(30):
             results = await client.tasks.run_many(
