@@ -394,10 +394,9 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
                     + (" for this --shard" if args.shard else "")
                     + "; resume with the same jobs, or start a new journal"
                 ) from None
-            job = picked[exc.index]
             raise UsageError(
-                f"{args.jobs.path} line {args.jobs.lines[job]} (job {job}) differs from the "
-                f"job journal {args.journal} recorded; resume with the same jobs"
+                f"{_job_named(args, picked[exc.index])} differs from the job journal "
+                f"{args.journal} recorded; resume with the same jobs"
                 + (" and --shard" if args.shard else "") + ", or start a new journal"
             ) from None
         except JournalError as exc:  # not ours, or in use: nothing ran
@@ -407,10 +406,8 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
             cause = primary_error(exc)
             summary.aborted = str(cause) if isinstance(cause, Exception) else "interrupted"
             if isinstance(cause, JournalMismatchError) and cause.index < len(picked):
-                job = picked[cause.index]  # named as in the jobs file, not as in the batch
                 reason = str(cause).removeprefix(f"request {cause.index}: ")
-                summary.aborted = f"{args.jobs.path} line {args.jobs.lines[job]} (job {job}): "
-                summary.aborted += reason
+                summary.aborted = f"{_job_named(args, picked[cause.index])}: {reason}"
                 raise UsageError(summary.aborted) from None
             raise
         finally:
@@ -422,6 +419,11 @@ async def run_many(args: argparse.Namespace, out: Output) -> int:
         return Exit.OK
     only_timeouts = set(summary.errors) == {"TimeoutError"}
     return Exit.TIMED_OUT if only_timeouts else Exit.FAILED
+
+
+def _job_named(args: argparse.Namespace, job: int) -> str:
+    """Job ``job`` (its index in the jobs file) as its user finds it there, by line."""
+    return f"{args.jobs.path} line {args.jobs.lines[job]} (job {job})"
 
 
 def _ready(outcomes: Any) -> list[tuple[int, RunResult | Exception]]:
